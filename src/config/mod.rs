@@ -1,0 +1,269 @@
+//! The `config.toml` schema, its defaults and its validation.
+//!
+//! Everything an operator can set lives here as plain `serde` structs with
+//! one `Default` per section. The file is read and validated once at
+//! start-up; nothing here is consulted at request time except through the
+//! validated [`Config`] value the other stages are handed.
+
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::ConfigError;
+
+/// Default RTMP listen address.
+pub const DEFAULT_RTMP_LISTEN: &str = "0.0.0.0:1935";
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub ingest: IngestSettings,
+    pub transcode: TranscodeSettings,
+    pub package: PackageSettings,
+    pub playback: PlaybackSettings,
+    /// Streams that may publish, each with its secret key.
+    pub streams: Vec<StreamSettings>,
+    /// Where the file was read from; relative paths resolve against its folder.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Listeners and the data directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub rtmp_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base URL printed for playback (for example `http://edge1.example:8080`).
+    /// Empty means "derive it from the HTTP listen address".
+    pub public_url: String,
+    /// Seconds SIGTERM waits for streams to end before exiting anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            rtmp_listen: parse_addr(DEFAULT_RTMP_LISTEN),
+            http_listen: parse_addr(DEFAULT_HTTP_LISTEN),
+            data_dir: PathBuf::from("data"),
+            public_url: String::new(),
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+fn parse_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// What happens when a key that is already live publishes again.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// The newcomer replaces the live publisher, which is disconnected.
+    Takeover,
+    /// The newcomer is refused with `NetStream.Publish.BadName`.
+    Reject,
+}
+
+/// RTMP ingest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// RTMP application name in `rtmp://host/{app}/{key}`.
+    pub app: String,
+    pub handshake_timeout_secs: u64,
+    /// A publisher that sends nothing for this long is disconnected.
+    pub idle_timeout_secs: u64,
+    /// How long an ended stream waits for its publisher to come back.
+    pub reconnect_grace_secs: u64,
+    /// How long to wait for the second track before starting with one.
+    pub track_wait_ms: u64,
+    pub on_duplicate: DuplicatePolicy,
+    pub max_connections: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            app: "live".into(),
+            handshake_timeout_secs: 5,
+            idle_timeout_secs: 10,
+            reconnect_grace_secs: 30,
+            track_wait_ms: 1500,
+            on_duplicate: DuplicatePolicy::Takeover,
+            max_connections: 256,
+        }
+    }
+}
+
+/// One rung of the adaptive bitrate ladder.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    /// Rendition name, used in URLs: lowercase letters, digits, `-`, `_`.
+    pub name: String,
+    /// Output height in pixels; the width follows the source aspect ratio.
+    pub height: u32,
+    /// Target video bitrate in kbit/s.
+    pub video_kbps: u32,
+}
+
+/// Transcoding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeSettings {
+    /// Encoder backend: a file name (without `.toml`) under `pipelines_dir`.
+    pub encoder: String,
+    /// Folder with the pipeline descriptions, relative to the config file.
+    pub pipelines_dir: PathBuf,
+    /// x264 speed preset for software encoding.
+    pub x264_preset: String,
+    /// Target segment duration in seconds; also the keyframe interval.
+    pub segment_secs: f64,
+    /// Publish the source video as its own rendition, without re-encoding.
+    pub passthrough: bool,
+    /// Rungs taller than the source are skipped, not upscaled.
+    pub ladder: Vec<Rung>,
+}
+
+impl Default for TranscodeSettings {
+    fn default() -> Self {
+        Self {
+            encoder: "x264".into(),
+            pipelines_dir: PathBuf::from("pipelines"),
+            x264_preset: "veryfast".into(),
+            segment_secs: 2.0,
+            passthrough: true,
+            ladder: default_ladder(),
+        }
+    }
+}
+
+/// The default ladder, close to Apple's HLS authoring ladder.
+pub fn default_ladder() -> Vec<Rung> {
+    [("720p", 720, 3000), ("480p", 480, 1400), ("360p", 360, 800)]
+        .into_iter()
+        .map(|(name, height, video_kbps)| Rung {
+            name: name.into(),
+            height,
+            video_kbps,
+        })
+        .collect()
+}
+
+/// Packaging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PackageSettings {
+    /// Segments listed in each live media playlist.
+    pub window_segments: usize,
+    /// Also write segments and playlists under `data_dir/live/`.
+    pub mirror_to_disk: bool,
+}
+
+impl Default for PackageSettings {
+    fn default() -> Self {
+        Self {
+            window_segments: 6,
+            mirror_to_disk: false,
+        }
+    }
+}
+
+/// Playback over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaybackSettings {
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+    /// `Cache-Control: max-age` for playlists, in seconds.
+    pub playlist_max_age_secs: u32,
+    /// `Cache-Control: max-age` for segments, in seconds.
+    pub segment_max_age_secs: u32,
+}
+
+impl Default for PlaybackSettings {
+    fn default() -> Self {
+        Self {
+            cors_origins: vec!["*".into()],
+            playlist_max_age_secs: 1,
+            segment_max_age_secs: 3600,
+        }
+    }
+}
+
+/// A stream that may publish.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Public name, used in playback URLs.
+    pub name: String,
+    /// Secret stream key, used in the publish URL.
+    pub key: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text that came from `path`.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            key: validate::key_of_toml_error(&e, text),
+            message: e.message().to_string(),
+        })?;
+        config.source = path.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        match self.source.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// The data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.server.data_dir)
+    }
+
+    /// The pipelines directory, resolved.
+    pub fn pipelines_dir(&self) -> PathBuf {
+        self.resolve(&self.transcode.pipelines_dir)
+    }
+
+    /// Segment duration as a [`Duration`].
+    pub fn segment_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.transcode.segment_secs)
+    }
+
+    /// The stream a key publishes to, if any.
+    pub fn stream_for_key(&self, key: &str) -> Option<&StreamSettings> {
+        self.streams.iter().find(|s| s.key == key)
+    }
+}

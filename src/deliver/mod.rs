@@ -1,0 +1,11 @@
+//! HTTP delivery: hyper serving playlists and segments from the live
+//! snapshots, with content types, cache headers, CORS and JSON errors.
+//!
+//! Delivery reads immutable stream snapshots; it never blocks on media work
+//! and never touches a file a request names.
+
+mod respond;
+pub mod route;
+mod server;
+
+pub use server::serve;

@@ -1,0 +1,186 @@
+//! Request paths to routes: the one gate every playback path goes through.
+//!
+//! Only a closed alphabet reaches the router (lowercase letters, digits,
+//! `-`, `_`, `.` and single `/` separators), so percent-encoding, `..`,
+//! backslashes, NUL and doubled slashes are refused before any lookup.
+
+use crate::config::validate::{MAX_NAME_LEN, is_valid_name};
+
+/// Longest request path accepted.
+const MAX_PATH_LEN: usize = 512;
+
+/// What a request path asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Ready,
+    Master {
+        stream: String,
+    },
+    Media {
+        stream: String,
+        rendition: String,
+    },
+    Init {
+        stream: String,
+        rendition: String,
+        id: u32,
+    },
+    Segment {
+        stream: String,
+        rendition: String,
+        sequence: u64,
+    },
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// Malformed: characters outside the alphabet, `..`, `//`, too long.
+    BadPath,
+    /// Well-formed, but nothing is served there.
+    NotFound,
+}
+
+/// Maps a request path (without the query) to a route.
+pub fn route(path: &str) -> Result<Route, RouteError> {
+    if path.len() > MAX_PATH_LEN || !path.starts_with('/') {
+        return Err(RouteError::BadPath);
+    }
+    let allowed = |b: u8| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'/')
+    };
+    if !path.bytes().all(allowed) || path.contains("//") || path.contains("..") {
+        return Err(RouteError::BadPath);
+    }
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    match parts.as_slice() {
+        ["healthz"] => Ok(Route::Health),
+        ["readyz"] => Ok(Route::Ready),
+        ["live", stream, "master.m3u8"] => Ok(Route::Master {
+            stream: name(stream)?,
+        }),
+        ["live", stream, rendition, file] => {
+            let stream = name(stream)?;
+            let rendition = name(rendition)?;
+            file_route(stream, rendition, file)
+        }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+fn name(part: &str) -> Result<String, RouteError> {
+    if part.len() > MAX_NAME_LEN {
+        return Err(RouteError::BadPath);
+    }
+    if is_valid_name(part) {
+        Ok(part.to_string())
+    } else {
+        Err(RouteError::NotFound)
+    }
+}
+
+fn file_route(stream: String, rendition: String, file: &str) -> Result<Route, RouteError> {
+    if file == "index.m3u8" {
+        return Ok(Route::Media { stream, rendition });
+    }
+    if let Some(id) = file
+        .strip_prefix("init-")
+        .and_then(|f| f.strip_suffix(".mp4"))
+    {
+        let id = number(id)?;
+        return Ok(Route::Init {
+            stream,
+            rendition,
+            id,
+        });
+    }
+    if let Some(sequence) = file.strip_suffix(".m4s") {
+        return Ok(Route::Segment {
+            stream,
+            rendition,
+            sequence: number(sequence)?,
+        });
+    }
+    Err(RouteError::NotFound)
+}
+
+/// A decimal number without sign, leading zeros or overflow.
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, RouteError> {
+    let canonical = !text.is_empty()
+        && text.len() <= 20
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    if !canonical {
+        return Err(RouteError::NotFound);
+    }
+    text.parse().map_err(|_| RouteError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playback_routes() {
+        assert_eq!(
+            route("/live/demo/master.m3u8"),
+            Ok(Route::Master {
+                stream: "demo".into()
+            })
+        );
+        assert_eq!(
+            route("/live/demo/360p/42.m4s"),
+            Ok(Route::Segment {
+                stream: "demo".into(),
+                rendition: "360p".into(),
+                sequence: 42
+            })
+        );
+        assert_eq!(
+            route("/live/demo/audio/init-3.mp4"),
+            Ok(Route::Init {
+                stream: "demo".into(),
+                rendition: "audio".into(),
+                id: 3
+            })
+        );
+        assert_eq!(route("/healthz"), Ok(Route::Health));
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let bad = [
+            "/live/../etc/passwd",
+            "/live/demo/..%2f..%2fetc",
+            "/live/%2e%2e/master.m3u8",
+            "/live//demo/master.m3u8",
+            "/live\\demo\\master.m3u8",
+            "/live/de\0mo/master.m3u8",
+            "/live/DEMO/master.m3u8",
+            "live/demo/master.m3u8",
+        ];
+        for path in bad {
+            assert_eq!(route(path), Err(RouteError::BadPath), "{path:?}");
+        }
+        let long = format!("/live/{}/master.m3u8", "a".repeat(300));
+        assert_eq!(route(&long), Err(RouteError::BadPath));
+        let huge = format!("/live/{}/master.m3u8", "a".repeat(65536));
+        assert_eq!(route(&huge), Err(RouteError::BadPath));
+    }
+
+    #[test]
+    fn odd_but_clean_paths_are_not_found() {
+        for path in [
+            "/live/demo/360p/0042.m4s",
+            "/live/demo/360p/-1.m4s",
+            "/live/demo/360p/99999999999999999999999.m4s",
+            "/live/demo/360p/segment.ts",
+            "/live/-x/master.m3u8",
+            "/",
+            "/live/demo",
+        ] {
+            assert_eq!(route(path), Err(RouteError::NotFound), "{path:?}");
+        }
+    }
+}

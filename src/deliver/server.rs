@@ -1,0 +1,204 @@
+//! The hyper server: accept loop, per-request handling, graceful close.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, debug_span, warn};
+
+use super::respond::{self, Body, JSON, M3U8};
+use super::route::{Route, RouteError, route};
+use crate::config::Config;
+use crate::live::Registry;
+use crate::package::isobmff::TrackKind;
+
+/// Pause after an accept error before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// A client must send its request headers within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Delivery {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+}
+
+/// Serves HTTP until `shutdown` is cancelled, then lets requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let delivery = Arc::new(Delivery { config, registry });
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "HTTP accept failed; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let delivery = delivery.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            async move {
+                let service = service_fn(move |request| {
+                    let delivery = delivery.clone();
+                    async move { Ok::<_, Infallible>(delivery.handle(request)) }
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
+                let conn = builder.serve_connection(TokioIo::new(socket), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().await
+                    }
+                };
+                if let Err(e) = result {
+                    debug!(error = %e, "HTTP connection ended with an error");
+                }
+            }
+            .instrument(debug_span!("http", peer = %peer)),
+        );
+    }
+}
+
+impl Delivery {
+    fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let mut response = match *request.method() {
+            Method::GET | Method::HEAD => self.get(request.uri().path()),
+            Method::OPTIONS => respond::preflight(),
+            _ => respond::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "only GET, HEAD and OPTIONS are served",
+            ),
+        };
+        respond::cors(&mut response, origin.as_ref(), &self.config.playback);
+        response
+    }
+
+    fn get(&self, path: &str) -> Response<Body> {
+        let route = match route(path) {
+            Ok(route) => route,
+            Err(RouteError::BadPath) => {
+                return respond::error(StatusCode::BAD_REQUEST, "BAD_PATH", "malformed path");
+            }
+            Err(RouteError::NotFound) => {
+                return respond::error(StatusCode::NOT_FOUND, "NOT_FOUND", "nothing is here");
+            }
+        };
+        let playback = &self.config.playback;
+        match route {
+            Route::Health => respond::body(r#"{"status":"ok"}"#.into(), JSON, 0),
+            Route::Ready => respond::body(r#"{"status":"ready"}"#.into(), JSON, 0),
+            Route::Master { stream } => {
+                let Some(snapshot) = self.registry.snapshot(&stream) else {
+                    return stream_not_found(&stream);
+                };
+                match &snapshot.master {
+                    Some(master) => {
+                        respond::body(master.clone(), M3U8, playback.playlist_max_age_secs)
+                    }
+                    None if snapshot.live => respond::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "STREAM_STARTING",
+                        "the stream is starting; retry in a second",
+                    ),
+                    None => stream_not_found(&stream),
+                }
+            }
+            Route::Media { stream, rendition } => self.with_rendition(&stream, &rendition, |r| {
+                Some(respond::body(
+                    r.playlist.clone(),
+                    M3U8,
+                    playback.playlist_max_age_secs,
+                ))
+            }),
+            Route::Init {
+                stream,
+                rendition,
+                id,
+            } => self.with_rendition(&stream, &rendition, |r| {
+                let data = r.inits.get(&id)?;
+                Some(respond::body(
+                    data.clone(),
+                    mime(r.kind),
+                    playback.segment_max_age_secs,
+                ))
+            }),
+            Route::Segment {
+                stream,
+                rendition,
+                sequence,
+            } => self.with_rendition(&stream, &rendition, |r| {
+                let data = r.segments.get(&sequence)?;
+                Some(respond::body(
+                    data.clone(),
+                    mime(r.kind),
+                    playback.segment_max_age_secs,
+                ))
+            }),
+        }
+    }
+
+    fn with_rendition(
+        &self,
+        stream: &str,
+        rendition: &str,
+        f: impl FnOnce(&crate::live::RenditionSnapshot) -> Option<Response<Body>>,
+    ) -> Response<Body> {
+        let Some(snapshot) = self.registry.snapshot(stream) else {
+            return stream_not_found(stream);
+        };
+        let Some(found) = snapshot.renditions.get(rendition) else {
+            return respond::error(
+                StatusCode::NOT_FOUND,
+                "RENDITION_NOT_FOUND",
+                "the stream has no such rendition",
+            );
+        };
+        f(found).unwrap_or_else(|| {
+            respond::error(
+                StatusCode::NOT_FOUND,
+                "SEGMENT_NOT_FOUND",
+                "the segment is not in the live window",
+            )
+        })
+    }
+}
+
+fn stream_not_found(stream: &str) -> Response<Body> {
+    respond::error(
+        StatusCode::NOT_FOUND,
+        "STREAM_NOT_FOUND",
+        &format!("stream `{stream}` is not live"),
+    )
+}
+
+fn mime(kind: TrackKind) -> &'static str {
+    match kind {
+        TrackKind::Video => "video/mp4",
+        TrackKind::Audio => "audio/mp4",
+    }
+}

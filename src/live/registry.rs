@@ -1,0 +1,203 @@
+//! The registry of live streams and the publish gate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::stream::{Command, StreamTask};
+use super::{MediaPacket, StreamSnapshot};
+use crate::config::Config;
+use crate::transcode::Backend;
+
+/// Commands queued per stream before a publisher waits.
+const COMMAND_QUEUE: usize = 512;
+/// Attempts to join a stream whose task is ending at the same moment.
+const JOIN_ATTEMPTS: usize = 3;
+
+/// Why a publish was refused; each maps to an RTMP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    #[error("unknown stream key")]
+    UnknownKey,
+    #[error("stream `{0}` already has a live publisher")]
+    Busy(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Clone)]
+pub(super) struct StreamHandle {
+    pub id: u64,
+    pub commands: mpsc::Sender<Command>,
+    pub snapshot: Arc<ArcSwap<StreamSnapshot>>,
+}
+
+pub(super) type StreamMap = DashMap<String, StreamHandle>;
+
+/// All live streams by name.
+pub struct Registry {
+    streams: Arc<StreamMap>,
+    config: Arc<Config>,
+    backend: Arc<Backend>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    next_id: AtomicU64,
+}
+
+/// A publisher's side of a live stream.
+pub struct Publisher {
+    /// Public name of the stream being published.
+    pub stream: String,
+    id: u64,
+    commands: mpsc::Sender<Command>,
+    /// Cancelled when the stream drops this publisher (takeover, error,
+    /// shutdown); the RTMP session then closes.
+    pub kicked: CancellationToken,
+    left: bool,
+}
+
+impl Registry {
+    pub fn new(
+        config: Arc<Config>,
+        backend: Arc<Backend>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            streams: Arc::new(DashMap::new()),
+            config,
+            backend,
+            shutdown,
+            tasks,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The latest snapshot of a stream, if it is known.
+    pub fn snapshot(&self, stream: &str) -> Option<Arc<StreamSnapshot>> {
+        self.streams.get(stream).map(|h| h.snapshot.load_full())
+    }
+
+    /// Names of the streams that have a task now.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Starts publishing with a stream key; the stream's policy decides
+    /// what happens when the key is already live.
+    pub async fn begin_publish(
+        &self,
+        key: &str,
+        peer: SocketAddr,
+    ) -> Result<Publisher, PublishRefusal> {
+        let stream = self
+            .config
+            .stream_for_key(key)
+            .ok_or(PublishRefusal::UnknownKey)?
+            .name
+            .clone();
+        for _ in 0..JOIN_ATTEMPTS {
+            if self.shutdown.is_cancelled() {
+                return Err(PublishRefusal::ShuttingDown);
+            }
+            let handle = self.handle_for(&stream);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let kicked = self.shutdown.child_token();
+            let (reply, answer) = oneshot::channel();
+            let join = Command::Join {
+                publisher: id,
+                peer,
+                kicked: kicked.clone(),
+                reply,
+            };
+            if handle.commands.send(join).await.is_err() {
+                self.streams.remove_if(&stream, |_, h| h.id == handle.id);
+                continue;
+            }
+            match answer.await {
+                Ok(Ok(())) => {
+                    return Ok(Publisher {
+                        stream,
+                        id,
+                        commands: handle.commands,
+                        kicked,
+                        left: false,
+                    });
+                }
+                Ok(Err(refusal)) => return Err(refusal),
+                Err(_) => {
+                    self.streams.remove_if(&stream, |_, h| h.id == handle.id);
+                }
+            }
+        }
+        Err(PublishRefusal::ShuttingDown)
+    }
+
+    fn handle_for(&self, stream: &str) -> StreamHandle {
+        self.streams
+            .entry(stream.to_string())
+            .or_insert_with(|| {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+                let snapshot = Arc::new(ArcSwap::from_pointee(StreamSnapshot::default()));
+                let task = StreamTask::new(
+                    stream.to_string(),
+                    id,
+                    self.config.clone(),
+                    self.backend.clone(),
+                    inbox,
+                    snapshot.clone(),
+                    self.streams.clone(),
+                    self.shutdown.clone(),
+                );
+                self.tasks.spawn(task.run());
+                StreamHandle {
+                    id,
+                    commands,
+                    snapshot,
+                }
+            })
+            .clone()
+    }
+}
+
+impl Publisher {
+    /// Hands a media packet to the stream; false once the stream is gone.
+    pub async fn send(&self, packet: MediaPacket) -> bool {
+        let command = Command::Media {
+            publisher: self.id,
+            packet,
+        };
+        self.commands.send(command).await.is_ok()
+    }
+
+    /// Ends this publisher's session cleanly.
+    pub async fn leave(mut self) {
+        self.left = true;
+        let _ = self
+            .commands
+            .send(Command::Leave { publisher: self.id })
+            .await;
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        let commands = self.commands.clone();
+        let publisher = self.id;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = commands.send(Command::Leave { publisher }).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The task that owns one live stream: publisher, pipeline and windows.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::MediaPacket;
+use super::registry::{PublishRefusal, StreamMap};
+use super::snapshot::{RenditionSnapshot, StreamSnapshot};
+use super::state::{self, PersistedState};
+use crate::config::{Config, DuplicatePolicy};
+use crate::package::hls::{self, AudioInfo, VariantInfo};
+use crate::package::isobmff::{FragmentInfo, TrackKind};
+use crate::package::window::RenditionWindow;
+use crate::transcode::pipeline::PipelineSettings;
+use crate::transcode::plan::{self, RenditionKind, RenditionPlan, TrackSet};
+use crate::transcode::{Backend, LivePipeline, PipelineEvent, PipelineOutput};
+
+/// How long a finished pipeline may take to flush its last fragments.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Packets held while waiting for the second track, at most.
+const MAX_PENDING_PACKETS: usize = 4096;
+
+/// Messages to a stream task.
+pub(super) enum Command {
+    Join {
+        publisher: u64,
+        peer: SocketAddr,
+        kicked: CancellationToken,
+        reply: oneshot::Sender<Result<(), PublishRefusal>>,
+    },
+    Media {
+        publisher: u64,
+        packet: MediaPacket,
+    },
+    Leave {
+        publisher: u64,
+    },
+}
+
+struct ActivePublisher {
+    id: u64,
+    peer: SocketAddr,
+    kicked: CancellationToken,
+}
+
+/// One publish session: from the first packet to the pipeline's end.
+struct Session {
+    generation: u64,
+    tracks: TrackSet,
+    pending: Vec<MediaPacket>,
+    wait_until: Option<Instant>,
+    pipeline: Option<LivePipeline>,
+    plan: Vec<RenditionPlan>,
+    base_ms: Option<i64>,
+    /// Wall-clock time of presentation time zero.
+    started_at: Option<OffsetDateTime>,
+    drain_until: Option<Instant>,
+}
+
+/// A rendition's packaging state, kept across publish sessions.
+struct RenditionOutput {
+    kind: TrackKind,
+    window: RenditionWindow,
+    frame_rate: f64,
+}
+
+pub(super) struct StreamTask {
+    name: String,
+    id: u64,
+    config: Arc<Config>,
+    backend: Arc<Backend>,
+    inbox: mpsc::Receiver<Command>,
+    snapshot: Arc<ArcSwap<StreamSnapshot>>,
+    streams: Arc<StreamMap>,
+    shutdown: CancellationToken,
+    data_dir: PathBuf,
+    output_tx: mpsc::UnboundedSender<PipelineOutput>,
+    output_rx: mpsc::UnboundedReceiver<PipelineOutput>,
+    publisher: Option<ActivePublisher>,
+    session: Option<Session>,
+    outputs: HashMap<String, RenditionOutput>,
+    /// Renditions of the latest session, in master playlist order.
+    plan: Vec<RenditionPlan>,
+    generation: u64,
+    persisted: PersistedState,
+    release_at: Option<Instant>,
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+impl StreamTask {
+    #[allow(clippy::too_many_arguments)] // reason: wiring of one task, called once
+    pub(super) fn new(
+        name: String,
+        id: u64,
+        config: Arc<Config>,
+        backend: Arc<Backend>,
+        inbox: mpsc::Receiver<Command>,
+        snapshot: Arc<ArcSwap<StreamSnapshot>>,
+        streams: Arc<StreamMap>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let data_dir = config.data_dir();
+        let persisted = state::load(&data_dir, &name);
+        let (output_tx, output_rx) = mpsc::unbounded_channel();
+        Self {
+            name,
+            id,
+            config,
+            backend,
+            inbox,
+            snapshot,
+            streams,
+            shutdown,
+            data_dir,
+            output_tx,
+            output_rx,
+            publisher: None,
+            session: None,
+            outputs: HashMap::new(),
+            plan: Vec::new(),
+            generation: 0,
+            persisted,
+            release_at: None,
+        }
+    }
+
+    pub(super) async fn run(self) {
+        let span = info_span!("stream", stream = %self.name);
+        self.run_inner().instrument(span).await;
+    }
+
+    async fn run_inner(mut self) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                command = self.inbox.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some(output) = self.output_rx.recv() => self.on_output(output),
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.on_deadline() {
+                        break;
+                    }
+                }
+                () = self.shutdown.cancelled() => {
+                    self.drain_for_shutdown().await;
+                    break;
+                }
+            }
+        }
+        self.streams.remove_if(&self.name, |_, h| h.id == self.id);
+        self.save_state();
+        info!("stream released");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let session = self.session.as_ref();
+        [
+            session.and_then(|s| s.wait_until),
+            session.and_then(|s| s.drain_until),
+            self.release_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(far_future)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                publisher,
+                peer,
+                kicked,
+                reply,
+            } => {
+                let answer = self.join(publisher, peer, kicked);
+                let _ = reply.send(answer);
+            }
+            Command::Media { publisher, packet } => {
+                if self.publisher.as_ref().is_some_and(|p| p.id == publisher) {
+                    self.on_media(packet);
+                }
+            }
+            Command::Leave { publisher } => {
+                if let Some(active) = self.publisher.take_if(|p| p.id == publisher) {
+                    info!(peer = %active.peer, "publisher left");
+                    self.end_session();
+                }
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        id: u64,
+        peer: SocketAddr,
+        kicked: CancellationToken,
+    ) -> Result<(), PublishRefusal> {
+        if let Some(current) = &self.publisher {
+            match self.config.ingest.on_duplicate {
+                DuplicatePolicy::Reject => {
+                    warn!(peer = %peer, live_peer = %current.peer, "refused a second publisher");
+                    return Err(PublishRefusal::Busy(self.name.clone()));
+                }
+                DuplicatePolicy::Takeover => {
+                    warn!(peer = %peer, old_peer = %current.peer, "publisher taken over");
+                    current.kicked.cancel();
+                    self.publisher = None;
+                    self.end_session();
+                }
+            }
+        }
+        if let Some(old) = self.session.take() {
+            stop_pipeline(old.pipeline);
+        }
+        self.generation += 1;
+        self.release_at = None;
+        self.publisher = Some(ActivePublisher { id, peer, kicked });
+        self.session = Some(Session {
+            generation: self.generation,
+            tracks: TrackSet::default(),
+            pending: Vec::new(),
+            wait_until: None,
+            pipeline: None,
+            plan: Vec::new(),
+            base_ms: None,
+            started_at: None,
+            drain_until: None,
+        });
+        info!(peer = %peer, "publisher joined");
+        Ok(())
+    }
+
+    fn on_media(&mut self, packet: MediaPacket) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if let Some(pipeline) = &session.pipeline {
+            feed(pipeline, session.base_ms.unwrap_or(0), packet);
+            return;
+        }
+        match &packet {
+            MediaPacket::VideoConfig(config) => session.tracks.video = Some(config.clone()),
+            MediaPacket::AudioConfig(config) => session.tracks.audio = Some(config.clone()),
+            _ => {
+                if session.wait_until.is_none() {
+                    let wait = Duration::from_millis(self.config.ingest.track_wait_ms);
+                    session.wait_until = Some(Instant::now() + wait);
+                }
+                session.pending.push(packet);
+            }
+        }
+        let both = session.tracks.video.is_some() && session.tracks.audio.is_some();
+        if both || session.pending.len() >= MAX_PENDING_PACKETS {
+            self.start_pipeline();
+        }
+    }
+
+    fn start_pipeline(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.wait_until = None;
+        if session.tracks.video.is_none() && session.tracks.audio.is_none() {
+            warn!("publisher sent media without any decoder configuration");
+            return;
+        }
+        let renditions = plan::plan(&self.config.transcode, &session.tracks);
+        let settings = PipelineSettings {
+            backend: &self.backend,
+            segment: self.config.segment_duration(),
+            x264_preset: &self.config.transcode.x264_preset,
+            generation: session.generation,
+            stream: &self.name,
+        };
+        let pipeline = match LivePipeline::start(
+            &settings,
+            &renditions,
+            &session.tracks,
+            self.output_tx.clone(),
+        ) {
+            Ok(pipeline) => pipeline,
+            Err(e) => {
+                warn!(error = %e, "cannot start the pipeline; disconnecting the publisher");
+                if let Some(p) = self.publisher.take() {
+                    p.kicked.cancel();
+                }
+                self.session = None;
+                return;
+            }
+        };
+        let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+        info!(renditions = ?names, encoder = %self.backend.name, "pipeline started");
+
+        let base = session.pending.iter().filter_map(MediaPacket::dts_ms).min();
+        session.base_ms = base;
+        session.started_at = Some(OffsetDateTime::now_utc());
+        for packet in session.pending.drain(..) {
+            feed(&pipeline, base.unwrap_or(0), packet);
+        }
+        session.pipeline = Some(pipeline);
+        session.plan = renditions.clone();
+        self.plan = renditions.clone();
+
+        let segment_secs = self.config.transcode.segment_secs;
+        for rendition in &renditions {
+            let output = self
+                .outputs
+                .entry(rendition.name.clone())
+                .or_insert_with(|| {
+                    let mut window = RenditionWindow::new(
+                        self.config.package.window_segments,
+                        self.persisted.next_sequence,
+                    )
+                    .with_first_init_id(self.persisted.next_init_id);
+                    if !matches!(rendition.kind, RenditionKind::Passthrough) {
+                        window.fix_target_duration(segment_secs.ceil() as u64);
+                    }
+                    RenditionOutput {
+                        kind: if rendition.is_video() {
+                            TrackKind::Video
+                        } else {
+                            TrackKind::Audio
+                        },
+                        window,
+                        frame_rate: 0.0,
+                    }
+                });
+            if output.window.segments().next().is_some() {
+                output.window.resume();
+            }
+        }
+        self.publish_snapshot();
+    }
+
+    fn on_output(&mut self, output: PipelineOutput) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if output.generation != session.generation {
+            return;
+        }
+        match output.event {
+            PipelineEvent::Init { rendition, data } => {
+                let Some(plan) = session.plan.get(rendition) else {
+                    return;
+                };
+                let Some(out) = self.outputs.get_mut(&plan.name) else {
+                    return;
+                };
+                if let Err(e) = out.window.set_init(data) {
+                    warn!(rendition = %plan.name, error = %e, "unusable init segment");
+                }
+                let next = out.window.next_init_id();
+                if next > self.persisted.next_init_id {
+                    self.persisted.next_init_id = next;
+                    self.save_state();
+                }
+            }
+            PipelineEvent::Fragment {
+                rendition,
+                data,
+                pts,
+                duration,
+            } => {
+                let Some(plan) = session.plan.get(rendition) else {
+                    return;
+                };
+                let name = plan.name.clone();
+                // Segment end on the wall clock, from the session's start, so
+                // that every rendition dates the same slot alike.
+                let end = match (pts, session.started_at) {
+                    (Some(pts), Some(start)) => start + pts + duration,
+                    _ => OffsetDateTime::now_utc(),
+                };
+                self.on_fragment(&name, data, duration, end);
+            }
+            PipelineEvent::Eos => {
+                debug!("pipeline drained");
+                self.finish_session();
+            }
+            PipelineEvent::Error(message) => {
+                warn!(error = %message, "pipeline failed; ending the publish session");
+                if let Some(p) = self.publisher.take() {
+                    p.kicked.cancel();
+                }
+                self.finish_session();
+            }
+        }
+    }
+
+    fn on_fragment(&mut self, name: &str, data: Bytes, duration: Duration, end: OffsetDateTime) {
+        let Some(out) = self.outputs.get_mut(name) else {
+            return;
+        };
+        let info = FragmentInfo::parse(&data).ok();
+        if let Some(info) = &info
+            && duration > Duration::ZERO
+            && out.kind == TrackKind::Video
+        {
+            out.frame_rate = f64::from(info.sample_count) / duration.as_secs_f64();
+        }
+        let exceeded = out.window.target_exceeded();
+        match out.window.push(duration, data, end) {
+            Ok(segment) => debug!(
+                rendition = name,
+                sequence = segment.sequence,
+                duration_ms = duration.as_millis() as u64,
+                "segment"
+            ),
+            Err(e) => {
+                warn!(rendition = name, error = %e, "dropped a fragment");
+                return;
+            }
+        }
+        if out.window.target_exceeded() > exceeded {
+            warn!(
+                rendition = name,
+                duration_ms = duration.as_millis() as u64,
+                target = out.window.target_duration(),
+                "segment longer than the playlist's target duration; \
+                 check the encoder's keyframe interval"
+            );
+        }
+        let next = out.window.next_sequence();
+        if next > self.persisted.next_sequence {
+            self.persisted.next_sequence = next;
+            self.save_state();
+        }
+        self.publish_snapshot();
+    }
+
+    /// The publisher is gone: flush the pipeline, then end the playlists.
+    fn end_session(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        match &session.pipeline {
+            Some(pipeline) => {
+                pipeline.finish();
+                session.drain_until = Some(Instant::now() + DRAIN_TIMEOUT);
+            }
+            None => self.finish_session(),
+        }
+    }
+
+    /// The pipeline has drained (or failed): stop it, end the playlists and
+    /// keep the stream for the reconnect grace period.
+    fn finish_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            stop_pipeline(session.pipeline);
+        }
+        for out in self.outputs.values_mut() {
+            out.window.end();
+        }
+        self.publish_snapshot();
+        self.save_state();
+        if self.publisher.is_none() {
+            let grace = Duration::from_secs(self.config.ingest.reconnect_grace_secs);
+            self.release_at = Some(Instant::now() + grace);
+            info!(
+                grace_secs = grace.as_secs(),
+                "stream ended; waiting for a reconnect"
+            );
+        }
+    }
+
+    /// Handles whichever deadline passed; true when the stream is released.
+    fn on_deadline(&mut self) -> bool {
+        let now = Instant::now();
+        if let Some(session) = &self.session {
+            if session.wait_until.is_some_and(|t| t <= now) {
+                debug!("second track did not arrive; starting with what there is");
+                self.start_pipeline();
+                return false;
+            }
+            if session.drain_until.is_some_and(|t| t <= now) {
+                warn!("pipeline did not drain in time; stopping it");
+                self.finish_session();
+                return false;
+            }
+        }
+        self.release_at.is_some_and(|t| t <= now) && self.publisher.is_none()
+    }
+
+    async fn drain_for_shutdown(&mut self) {
+        if let Some(p) = self.publisher.take() {
+            p.kicked.cancel();
+        }
+        if let Some(session) = &self.session
+            && let Some(pipeline) = &session.pipeline
+        {
+            pipeline.finish();
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            while let Ok(Some(output)) =
+                tokio::time::timeout_at(deadline, self.output_rx.recv()).await
+            {
+                let eos = matches!(output.event, PipelineEvent::Eos);
+                self.on_output(output);
+                if eos || self.session.is_none() {
+                    break;
+                }
+            }
+        }
+        self.finish_session();
+    }
+
+    fn save_state(&self) {
+        if let Err(e) = state::save(&self.data_dir, &self.name, self.persisted) {
+            warn!(error = %e, dir = %self.data_dir.display(), "cannot save stream state");
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        let mut renditions = HashMap::new();
+        for (name, out) in &self.outputs {
+            let window = &out.window;
+            let mut inits = HashMap::new();
+            let mut segments = HashMap::new();
+            for segment in window.segments() {
+                inits.insert(segment.init.id, segment.init.data.clone());
+                segments.insert(segment.sequence, segment.data.clone());
+            }
+            let playlist = Bytes::from(hls::media_playlist(window));
+            renditions.insert(
+                name.clone(),
+                RenditionSnapshot {
+                    kind: out.kind,
+                    playlist,
+                    inits,
+                    segments,
+                },
+            );
+        }
+        let snapshot = StreamSnapshot {
+            live: self.publisher.is_some(),
+            master: self.master_playlist().map(Bytes::from),
+            renditions,
+        };
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The master playlist of the current (or last) session's renditions,
+    /// once each has a segment.
+    fn master_playlist(&self) -> Option<String> {
+        let plan = &self.plan;
+        if plan.is_empty() {
+            return None;
+        }
+        let mut variants = Vec::new();
+        let mut audio = None;
+        for rendition in plan {
+            let out = self.outputs.get(&rendition.name)?;
+            let segment = out.window.segments().last()?;
+            let info = &segment.init.info;
+            if rendition.is_video() {
+                variants.push(VariantInfo {
+                    rendition: rendition.name.clone(),
+                    codec: info.codec.clone(),
+                    width: info.width,
+                    height: info.height,
+                    frame_rate: out.frame_rate,
+                    peak_bps: out.window.peak_bitrate(),
+                    average_bps: out.window.average_bitrate(),
+                });
+            } else {
+                audio = Some(AudioInfo {
+                    rendition: rendition.name.clone(),
+                    codec: info.codec.clone(),
+                    peak_bps: out.window.peak_bitrate(),
+                    average_bps: out.window.average_bitrate(),
+                    channels: info.channels,
+                });
+            }
+        }
+        variants.sort_by_key(|v| std::cmp::Reverse(v.peak_bps));
+        Some(hls::master_playlist(&variants, audio.as_ref()))
+    }
+}
+
+/// Pushes one packet into the pipeline, timed from the session's base.
+fn feed(pipeline: &LivePipeline, base_ms: i64, packet: MediaPacket) {
+    let clock = |ms: i64| gst::ClockTime::from_mseconds(ms.saturating_sub(base_ms).max(0) as u64);
+    match packet {
+        MediaPacket::Video {
+            dts_ms,
+            cts_ms,
+            keyframe,
+            data,
+        } => {
+            let pts = dts_ms.saturating_add(i64::from(cts_ms));
+            pipeline.push_video(clock(pts), clock(dts_ms), keyframe, data);
+        }
+        MediaPacket::Audio { dts_ms, data } => pipeline.push_audio(clock(dts_ms), data),
+        MediaPacket::VideoConfig(_) | MediaPacket::AudioConfig(_) => {
+            debug!("decoder configuration repeated mid-stream; keeping the first");
+        }
+    }
+}
+
+/// Sets a pipeline to `Null` off the async executor.
+fn stop_pipeline(pipeline: Option<LivePipeline>) {
+    if let Some(pipeline) = pipeline {
+        tokio::task::spawn_blocking(move || pipeline.stop());
+    }
+}

@@ -1,0 +1,151 @@
+//! The `bigfoot` command line: `serve` and `check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bigfoot::config::Config;
+use bigfoot::server;
+use bigfoot::transcode::{self, Backend};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bigfoot",
+    version,
+    about = "Live media server: RTMP in, HLS out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// Override `server.rtmp_listen` (port 0 picks a free port).
+        #[arg(long)]
+        rtmp_listen: Option<SocketAddr>,
+        /// Override `server.http_listen` (port 0 picks a free port).
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
+        /// Override `server.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a config file and report the GStreamer elements it uses.
+    Check {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            rtmp_listen,
+            http_listen,
+            data_dir,
+        } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut config| {
+                if let Some(addr) = rtmp_listen {
+                    config.server.rtmp_listen = addr;
+                }
+                if let Some(addr) = http_listen {
+                    config.server.http_listen = addr;
+                }
+                if let Some(dir) = data_dir {
+                    config.server.data_dir = dir;
+                }
+                serve(config)
+            }),
+        Command::Check { config } => check(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bigfoot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let running = server::start(config).await?;
+        wait_for_signal().await;
+        running.shutdown(grace).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!("config {}: valid", path.display());
+    println!(
+        "streams: {}",
+        config
+            .streams
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    transcode::init()?;
+    let backend = Backend::load(&config.pipelines_dir(), &config.transcode.encoder)?;
+    println!(
+        "encoder backend: {} ({})",
+        backend.name, backend.description
+    );
+    let mut factories: Vec<String> = backend.all_elements().map(|e| e.factory.clone()).collect();
+    factories.extend(
+        transcode::pipeline::FIXED_ELEMENTS
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    factories.sort();
+    factories.dedup();
+    for factory in &factories {
+        let found = gst::ElementFactory::find(factory).is_some();
+        println!("  {factory:<14} {}", if found { "ok" } else { "MISSING" });
+    }
+    server::load_backend(&config)?;
+    println!("ready to serve");
+    Ok(())
+}

@@ -1,0 +1,492 @@
+//! The live pipeline of one stream session.
+//!
+//! ```text
+//! appsrc(h264) ! h264parse ! tee ─┬─ queue ! cmafmux ! appsink        (source)
+//!                                 └─ queue ! decode ! videoconvert ! I420
+//!                                      ! [force keyframes] ! tee ─┬─ queue ! scale ! encode
+//!                                                                 │    ! h264parse ! cmafmux
+//!                                                                 │    ! appsink   (each rung)
+//! appsrc(aac) ! aacparse ! cmafmux ! appsink                          (audio)
+//! ```
+//!
+//! Keyframes are forced on a fixed grid of segment boundaries measured from
+//! the first decoded frame, on the single raw branch that feeds every rung,
+//! so every transcoded rendition starts each segment at the same
+//! presentation time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gst::prelude::*;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::TranscodeError;
+use super::backend::{Backend, RungValues, build_chain};
+use super::plan::{RenditionKind, RenditionPlan, TrackSet};
+
+/// Elements every pipeline uses whatever the backend.
+pub const FIXED_ELEMENTS: &[&str] = &[
+    "appsrc",
+    "appsink",
+    "h264parse",
+    "aacparse",
+    "tee",
+    "queue",
+    "videoconvert",
+    "capsfilter",
+    "cmafmux",
+];
+
+/// Raw frames queued per rung before the tee waits.
+const RAW_QUEUE_TIME: Duration = Duration::from_secs(2);
+/// Source bytes appsrc may hold before it reports that it is falling behind.
+const APPSRC_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a pipeline reports, tagged with the session that produced it.
+#[derive(Debug)]
+pub struct PipelineOutput {
+    pub generation: u64,
+    pub event: PipelineEvent,
+}
+
+/// One report from a running pipeline.
+#[derive(Debug)]
+pub enum PipelineEvent {
+    /// A CMAF header (`ftyp` + `moov`) for a rendition.
+    Init { rendition: usize, data: Bytes },
+    /// A complete CMAF fragment (`moof` + `mdat`), one segment.
+    Fragment {
+        rendition: usize,
+        data: Bytes,
+        /// Presentation time of the fragment's start on the session clock.
+        pts: Option<Duration>,
+        duration: Duration,
+    },
+    /// Every sink has received end-of-stream.
+    Eos,
+    /// The pipeline failed; it produces nothing more.
+    Error(String),
+}
+
+/// A running pipeline for one publish session of a stream.
+pub struct LivePipeline {
+    pipeline: gst::Pipeline,
+    video_src: Option<gst_app::AppSrc>,
+    audio_src: Option<gst_app::AppSrc>,
+}
+
+/// What [`LivePipeline::start`] needs besides the renditions.
+pub struct PipelineSettings<'a> {
+    pub backend: &'a Backend,
+    pub segment: Duration,
+    pub x264_preset: &'a str,
+    pub generation: u64,
+    pub stream: &'a str,
+}
+
+impl LivePipeline {
+    /// Builds and starts the pipeline for these renditions and tracks.
+    pub fn start(
+        settings: &PipelineSettings<'_>,
+        renditions: &[RenditionPlan],
+        tracks: &TrackSet,
+        output: UnboundedSender<PipelineOutput>,
+    ) -> Result<Self, TranscodeError> {
+        let pipeline =
+            gst::Pipeline::with_name(&format!("{}-{}", settings.stream, settings.generation));
+        let mut builder = Builder {
+            pipeline: &pipeline,
+            settings,
+            output: output.clone(),
+        };
+
+        let video_src = match &tracks.video {
+            Some(video) => Some(builder.video(video, renditions)?),
+            None => None,
+        };
+        let audio_src = match (
+            &tracks.audio,
+            position(renditions, |k| k == &RenditionKind::Audio),
+        ) {
+            (Some(config), Some(index)) => Some(builder.audio(config, index)?),
+            _ => None,
+        };
+
+        watch_bus(&pipeline, settings.generation, output);
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| TranscodeError::Start(e.to_string()))?;
+        Ok(Self {
+            pipeline,
+            video_src,
+            audio_src,
+        })
+    }
+
+    /// Feeds one access unit of source video.
+    pub fn push_video(&self, pts: gst::ClockTime, dts: gst::ClockTime, key: bool, data: Bytes) {
+        let Some(src) = &self.video_src else { return };
+        let mut buffer = gst::Buffer::from_slice(data);
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(pts);
+            b.set_dts(dts);
+            if !key {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        push(src, buffer);
+    }
+
+    /// Feeds one raw AAC frame.
+    pub fn push_audio(&self, pts: gst::ClockTime, data: Bytes) {
+        let Some(src) = &self.audio_src else { return };
+        let mut buffer = gst::Buffer::from_slice(data);
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(pts);
+        }
+        push(src, buffer);
+    }
+
+    /// Bytes of source waiting in front of the pipeline.
+    pub fn backlog_bytes(&self) -> u64 {
+        [&self.video_src, &self.audio_src]
+            .into_iter()
+            .flatten()
+            .map(|s| s.current_level_bytes())
+            .sum()
+    }
+
+    /// Ends the input; the muxers flush their last fragments, then the bus
+    /// reports [`PipelineEvent::Eos`].
+    pub fn finish(&self) {
+        for src in [&self.video_src, &self.audio_src].into_iter().flatten() {
+            let _ = src.end_of_stream();
+        }
+    }
+
+    /// Stops the pipeline and frees it. Blocks briefly: call it off the
+    /// async executor.
+    pub fn stop(self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn push(src: &gst_app::AppSrc, buffer: gst::Buffer) {
+    if let Err(flow) = src.push_buffer(buffer) {
+        tracing::debug!(?flow, "appsrc refused a buffer");
+    }
+}
+
+fn position(renditions: &[RenditionPlan], f: impl Fn(&RenditionKind) -> bool) -> Option<usize> {
+    renditions.iter().position(|r| f(&r.kind))
+}
+
+struct Builder<'a> {
+    pipeline: &'a gst::Pipeline,
+    settings: &'a PipelineSettings<'a>,
+    output: UnboundedSender<PipelineOutput>,
+}
+
+fn make(factory: &str) -> Result<gst::Element, TranscodeError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| TranscodeError::MissingElement(factory.to_string()))
+}
+
+fn link_chain(elements: &[gst::Element]) -> Result<(), TranscodeError> {
+    gst::Element::link_many(elements.iter()).map_err(|e| {
+        let names: Vec<_> = elements.iter().map(|e| e.name().to_string()).collect();
+        TranscodeError::Link(format!("{} ({e})", names.join(" ! ")))
+    })
+}
+
+fn queue(max_time: Option<Duration>) -> Result<gst::Element, TranscodeError> {
+    let q = make("queue")?;
+    if let Some(max) = max_time {
+        q.set_property("max-size-buffers", 0u32);
+        q.set_property("max-size-bytes", 0u32);
+        q.set_property("max-size-time", max.as_nanos() as u64);
+    }
+    Ok(q)
+}
+
+impl Builder<'_> {
+    fn add(&self, elements: &[gst::Element]) -> Result<(), TranscodeError> {
+        self.pipeline
+            .add_many(elements.iter())
+            .map_err(|e| TranscodeError::Link(e.to_string()))
+    }
+
+    fn appsrc(&self, caps: gst::Caps) -> gst_app::AppSrc {
+        gst_app::AppSrc::builder()
+            .caps(&caps)
+            .format(gst::Format::Time)
+            .is_live(false)
+            .do_timestamp(false)
+            .max_bytes(APPSRC_MAX_BYTES)
+            .build()
+    }
+
+    /// Adds `cmafmux ! appsink` for rendition `index`; returns the muxer.
+    fn mux_sink(&self, index: usize) -> Result<gst::Element, TranscodeError> {
+        let mux = make("cmafmux")?;
+        mux.set_property("fragment-duration", self.settings.segment.as_nanos() as u64);
+        // Keyframes come from our own grid; the muxer asking encoders for them
+        // as well makes GstVideoEncoder throttle the grid requests.
+        mux.set_property("send-force-keyunit", false);
+        let sink = gst_app::AppSink::builder()
+            .buffer_list(true)
+            .sync(false)
+            .build();
+        sink.set_property("async", false);
+        sink.set_callbacks(fragment_callbacks(
+            index,
+            self.settings.generation,
+            self.output.clone(),
+        ));
+        let sink: gst::Element = sink.upcast();
+        self.add(&[mux.clone(), sink.clone()])?;
+        link_chain(&[mux.clone(), sink])?;
+        Ok(mux)
+    }
+
+    fn video(
+        &mut self,
+        video: &crate::ingest::avc::AvcConfig,
+        renditions: &[RenditionPlan],
+    ) -> Result<gst_app::AppSrc, TranscodeError> {
+        let caps = gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .field("codec_data", gst::Buffer::from_slice(video.record.clone()))
+            .build();
+        let src = self.appsrc(caps);
+        let parse = make("h264parse")?;
+        let tee = make("tee")?;
+        let src_el: gst::Element = src.clone().upcast();
+        self.add(&[src_el.clone(), parse.clone(), tee.clone()])?;
+        link_chain(&[src_el, parse, tee.clone()])?;
+
+        if let Some(index) = position(renditions, |k| k == &RenditionKind::Passthrough) {
+            let q = queue(None)?;
+            self.add(std::slice::from_ref(&q))?;
+            let mux = self.mux_sink(index)?;
+            link_chain(&[tee.clone(), q, mux])?;
+        }
+
+        let rungs: Vec<(usize, &RenditionPlan)> = renditions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r.kind, RenditionKind::Transcoded { .. }))
+            .collect();
+        if rungs.is_empty() {
+            return Ok(src);
+        }
+
+        let backend = self.settings.backend;
+        let mut decode = vec![queue(Some(RAW_QUEUE_TIME))?];
+        decode.extend(build_chain(&backend.decode, None)?);
+        decode.push(make("videoconvert")?);
+        let i420 = make("capsfilter")?;
+        i420.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
+        );
+        decode.push(i420.clone());
+        let raw_tee = make("tee")?;
+        decode.push(raw_tee.clone());
+        self.add(&decode)?;
+        let mut chain = vec![tee];
+        chain.extend(decode);
+        link_chain(&chain)?;
+        force_keyframes_on_grid(&i420, self.settings.segment);
+
+        for (index, rung) in rungs {
+            let RenditionKind::Transcoded {
+                width,
+                height,
+                video_kbps,
+            } = rung.kind
+            else {
+                continue;
+            };
+            let values = RungValues {
+                width,
+                height,
+                bitrate_kbps: video_kbps,
+                keyint_max_frames: keyint_max_frames(self.settings.segment),
+                x264_preset: self.settings.x264_preset.to_string(),
+            };
+            let mut branch = vec![queue(Some(RAW_QUEUE_TIME))?];
+            branch.extend(build_chain(&backend.scale, Some(&values))?);
+            branch.extend(build_chain(&backend.encode, Some(&values))?);
+            branch.push(make("h264parse")?);
+            self.add(&branch)?;
+            let mux = self.mux_sink(index)?;
+            let mut chain = vec![raw_tee.clone()];
+            chain.extend(branch);
+            chain.push(mux);
+            link_chain(&chain)?;
+        }
+        Ok(src)
+    }
+
+    fn audio(&mut self, config: &Bytes, index: usize) -> Result<gst_app::AppSrc, TranscodeError> {
+        let caps = gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(config.clone()))
+            .build();
+        let src = self.appsrc(caps);
+        let parse = make("aacparse")?;
+        let src_el: gst::Element = src.clone().upcast();
+        self.add(&[src_el.clone(), parse.clone()])?;
+        let mux = self.mux_sink(index)?;
+        link_chain(&[src_el, parse, mux])?;
+        Ok(src)
+    }
+}
+
+/// The longest keyframe interval an encoder may choose on its own: two
+/// segments at 60 fps. Segment boundaries are forced separately.
+fn keyint_max_frames(segment: Duration) -> u32 {
+    ((segment.as_secs_f64() * 120.0).ceil() as u32).max(1)
+}
+
+/// Sends a force-key-unit event ahead of the first frame at or after each
+/// segment boundary, so every encoder downstream starts a GOP there.
+fn force_keyframes_on_grid(element: &gst::Element, segment: Duration) {
+    let Some(pad) = element.static_pad("src") else {
+        return;
+    };
+    let segment = gst::ClockTime::from_nseconds(segment.as_nanos() as u64);
+    let next: Arc<Mutex<Option<gst::ClockTime>>> = Arc::new(Mutex::new(None));
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let due = {
+            let Ok(mut next) = next.lock() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let boundary = next.get_or_insert(pts);
+            if pts >= *boundary {
+                while *boundary <= pts {
+                    *boundary += segment;
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            // No running time: the request applies to the very next frame,
+            // which is this one. (With a running time, GstVideoEncoder
+            // compares it against x264enc's offset output times and drops
+            // every request after the first.)
+            let event = gst_video::DownstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            let sent = pad.push_event(event);
+            tracing::debug!(pts = %pts, sent, "forced a keyframe on the segment grid");
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Appsink callbacks that turn each CMAF buffer list into pipeline events.
+fn fragment_callbacks(
+    rendition: usize,
+    generation: u64,
+    output: UnboundedSender<PipelineOutput>,
+) -> gst_app::AppSinkCallbacks {
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            let send = |event| {
+                output
+                    .send(PipelineOutput { generation, event })
+                    .map_err(|_| gst::FlowError::Flushing)
+            };
+            let Some(list) = sample.buffer_list() else {
+                if let Some(buffer) = sample.buffer() {
+                    let data = copy_out(std::iter::once(buffer));
+                    send(PipelineEvent::Init { rendition, data })?;
+                }
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let buffers: Vec<&gst::BufferRef> = list.iter().collect();
+            let Some(first) = buffers.first() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let mut media = &buffers[..];
+            if first
+                .flags()
+                .contains(gst::BufferFlags::DISCONT | gst::BufferFlags::HEADER)
+            {
+                let data = copy_out(std::iter::once(*first));
+                send(PipelineEvent::Init { rendition, data })?;
+                media = &buffers[1..];
+            }
+            let Some(head) = media.first() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let duration = head.duration().map_or(Duration::ZERO, Duration::from);
+            let pts = sample
+                .segment()
+                .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+                .zip(head.pts())
+                .and_then(|(segment, pts)| segment.to_running_time(pts))
+                .map(Duration::from);
+            let data = copy_out(media.iter().copied());
+            send(PipelineEvent::Fragment {
+                rendition,
+                data,
+                pts,
+                duration,
+            })?;
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+fn copy_out<'a>(buffers: impl Iterator<Item = &'a gst::BufferRef>) -> Bytes {
+    let mut out = Vec::new();
+    for buffer in buffers {
+        if let Ok(map) = buffer.map_readable() {
+            out.extend_from_slice(map.as_slice());
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Forwards end-of-stream and errors from the bus, on the posting thread.
+fn watch_bus(pipeline: &gst::Pipeline, generation: u64, output: UnboundedSender<PipelineOutput>) {
+    let Some(bus) = pipeline.bus() else { return };
+    bus.set_sync_handler(move |_, msg| {
+        let event = match msg.view() {
+            gst::MessageView::Eos(_) => Some(PipelineEvent::Eos),
+            gst::MessageView::Error(err) => {
+                let source = msg.src().map(|s| s.path_string().to_string());
+                Some(PipelineEvent::Error(format!(
+                    "{} (from {}; {})",
+                    err.error(),
+                    source.unwrap_or_default(),
+                    err.debug().unwrap_or_default()
+                )))
+            }
+            gst::MessageView::Warning(w) => {
+                tracing::debug!(warning = %w.error(), "pipeline warning");
+                None
+            }
+            _ => None,
+        };
+        if let Some(event) = event {
+            let _ = output.send(PipelineOutput { generation, event });
+        }
+        gst::BusSyncReply::Drop
+    });
+}
