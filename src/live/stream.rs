@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::MediaPacket;
+use super::mirror::Mirror;
 use super::registry::{PublishRefusal, StreamMap};
 use super::snapshot::{RenditionSnapshot, StreamSnapshot};
 use super::state::{self, PersistedState};
@@ -95,6 +96,7 @@ pub(super) struct StreamTask {
     generation: u64,
     persisted: PersistedState,
     release_at: Option<Instant>,
+    mirror: Option<Mirror>,
 }
 
 fn far_future() -> Instant {
@@ -116,6 +118,10 @@ impl StreamTask {
         let data_dir = config.data_dir();
         let persisted = state::load(&data_dir, &name);
         let (output_tx, output_rx) = mpsc::unbounded_channel();
+        let mirror = config
+            .package
+            .mirror_to_disk
+            .then(|| Mirror::new(&data_dir, &name));
         Self {
             name,
             id,
@@ -135,6 +141,7 @@ impl StreamTask {
             generation: 0,
             persisted,
             release_at: None,
+            mirror,
         }
     }
 
@@ -165,6 +172,11 @@ impl StreamTask {
         }
         self.streams.remove_if(&self.name, |_, h| h.id == self.id);
         self.save_state();
+        if let Some(mirror) = &self.mirror
+            && !self.shutdown.is_cancelled()
+        {
+            mirror.remove();
+        }
         info!("stream released");
     }
 
@@ -471,7 +483,7 @@ impl StreamTask {
         }
         self.publish_snapshot();
         self.save_state();
-        if self.publisher.is_none() {
+        if self.publisher.is_none() && !self.shutdown.is_cancelled() {
             let grace = Duration::from_secs(self.config.ingest.reconnect_grace_secs);
             self.release_at = Some(Instant::now() + grace);
             info!(
@@ -518,7 +530,9 @@ impl StreamTask {
                 }
             }
         }
-        self.finish_session();
+        if self.session.is_some() {
+            self.finish_session();
+        }
     }
 
     fn save_state(&self) {
@@ -527,7 +541,7 @@ impl StreamTask {
         }
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
         let mut renditions = HashMap::new();
         for (name, out) in &self.outputs {
             let window = &out.window;
@@ -553,6 +567,9 @@ impl StreamTask {
             master: self.master_playlist().map(Bytes::from),
             renditions,
         };
+        if let Some(mirror) = &mut self.mirror {
+            mirror.write(&snapshot);
+        }
         self.snapshot.store(Arc::new(snapshot));
     }
 

@@ -1,0 +1,135 @@
+//! The optional on-disk mirror of a stream's playlists and segments.
+//!
+//! Files go under `data_dir/live/{stream}/` with the same layout as the
+//! playback URLs, so any static web server can serve the folder. Segments
+//! that leave the window are deleted; the folder goes when the stream is
+//! released. Serving from memory never depends on the mirror.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use super::snapshot::StreamSnapshot;
+
+/// Mirrors one stream's snapshots to disk.
+pub struct Mirror {
+    dir: PathBuf,
+    written: HashMap<String, BTreeSet<String>>,
+    failing: bool,
+}
+
+impl Mirror {
+    pub fn new(data_dir: &Path, stream: &str) -> Self {
+        Self {
+            dir: data_dir.join("live").join(stream),
+            written: HashMap::new(),
+            failing: false,
+        }
+    }
+
+    /// Brings the folder in line with a snapshot.
+    pub fn write(&mut self, snapshot: &StreamSnapshot) {
+        match self.try_write(snapshot) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                warn!(dir = %self.dir.display(), error = %e, "disk mirror failed; \
+                      playback from memory continues");
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn try_write(&mut self, snapshot: &StreamSnapshot) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        if let Some(master) = &snapshot.master {
+            write_atomic(&self.dir.join("master.m3u8"), master)?;
+        }
+        for (name, rendition) in &snapshot.renditions {
+            let dir = self.dir.join(name);
+            std::fs::create_dir_all(&dir)?;
+            let written = self.written.entry(name.clone()).or_default();
+            let mut keep = BTreeSet::new();
+            for (id, data) in &rendition.inits {
+                keep.insert(format!("init-{id}.mp4"));
+                let file = format!("init-{id}.mp4");
+                if !written.contains(&file) {
+                    write_atomic(&dir.join(&file), data)?;
+                }
+            }
+            for (sequence, data) in &rendition.segments {
+                let file = format!("{sequence}.m4s");
+                if !written.contains(&file) {
+                    write_atomic(&dir.join(&file), data)?;
+                }
+                keep.insert(file);
+            }
+            // The playlist goes last, so it never names a missing file.
+            write_atomic(&dir.join("index.m3u8"), &rendition.playlist)?;
+            for gone in written.difference(&keep) {
+                let _ = std::fs::remove_file(dir.join(gone));
+            }
+            *written = keep;
+        }
+        Ok(())
+    }
+
+    /// Removes the stream's folder.
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %self.dir.display(), error = %e, "cannot remove mirrored files");
+        }
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::live::RenditionSnapshot;
+    use crate::package::isobmff::TrackKind;
+
+    fn snapshot(sequences: &[u64]) -> StreamSnapshot {
+        let segments = sequences
+            .iter()
+            .map(|s| (*s, Bytes::from(format!("segment {s}"))))
+            .collect();
+        let rendition = RenditionSnapshot {
+            kind: TrackKind::Video,
+            playlist: Bytes::from_static(b"#EXTM3U\n"),
+            inits: HashMap::from([(0, Bytes::from_static(b"init"))]),
+            segments,
+        };
+        StreamSnapshot {
+            live: true,
+            master: Some(Bytes::from_static(b"#EXTM3U\n")),
+            renditions: HashMap::from([("360p".to_string(), rendition)]),
+        }
+    }
+
+    #[test]
+    fn keeps_the_window_and_removes_the_rest() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut mirror = Mirror::new(data.path(), "cam");
+        mirror.write(&snapshot(&[1, 2, 3]));
+        mirror.write(&snapshot(&[2, 3, 4]));
+        let dir = data.path().join("live/cam/360p");
+        assert!(!dir.join("1.m4s").exists());
+        assert_eq!(std::fs::read(dir.join("4.m4s")).expect("4"), b"segment 4");
+        assert!(dir.join("index.m3u8").exists() && dir.join("init-0.mp4").exists());
+        mirror.remove();
+        assert!(!data.path().join("live/cam").exists());
+    }
+}

@@ -1,0 +1,1061 @@
+//! Helpers for whole-server tests: a `bigfoot serve` child process on free
+//! ports, RTMP publishers (ffmpeg and GStreamer test patterns), HTTP fetches,
+//! HLS playlist parsing and ffprobe checks of CMAF fragments.
+//!
+//! Helpers return `anyhow::Result` where a caller may want to retry, and
+//! panic with the reason (and the server log, via `Server`'s `Drop`) where a
+//! failure ends the test.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+/// How long a server may take to log both listen addresses.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long SIGTERM may take before a dropped server is killed.
+const DROP_GRACE: Duration = Duration::from_secs(5);
+/// Origin sent with every HTTP request, as a browser player would.
+pub const TEST_ORIGIN: &str = "http://player.test";
+/// HLS playlist content type.
+pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+/// A cheap default ladder for tests.
+pub const CHEAP_LADDER: &str = r#"[
+  { name = "360p", height = 360, video_kbps = 800 },
+  { name = "240p", height = 240, video_kbps = 400 },
+]"#;
+
+// ---------------------------------------------------------------------------
+// Output capture
+
+/// Text a child process writes to stdout and stderr, collected by threads.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    /// Starts threads that copy the child's piped stdout and stderr.
+    fn attach(child: &mut Child) -> Self {
+        let captured = Self::default();
+        if let Some(out) = child.stdout.take() {
+            captured.copy_lines(out);
+        }
+        if let Some(err) = child.stderr.take() {
+            captured.copy_lines(err);
+        }
+        captured
+    }
+
+    fn copy_lines(&self, stream: impl Read + Send + 'static) {
+        let sink = Arc::clone(&self.0);
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn send_signal(child: &Child, signal: &str) {
+    // The child may already have exited; `kill` then fails, which is fine.
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for `child` to exit for at most `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+/// The parts of a test config that tests vary. `start` writes it into a
+/// temporary folder with free ports and runs `bigfoot serve` on it.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The `transcode.ladder` value, as TOML.
+    pub ladder: String,
+    pub passthrough: bool,
+    pub segment_secs: f64,
+    pub reconnect_grace_secs: u64,
+    pub window_segments: u32,
+    pub mirror_to_disk: bool,
+    /// `(name, key)` pairs for `[[streams]]`.
+    pub streams: Vec<(String, String)>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            ladder: CHEAP_LADDER.to_string(),
+            passthrough: true,
+            segment_secs: 2.0,
+            reconnect_grace_secs: 30,
+            window_segments: 10,
+            mirror_to_disk: false,
+            streams: vec![
+                ("cam1".to_string(), "secretkey1".to_string()),
+                ("cam2".to_string(), "secretkey2".to_string()),
+            ],
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Passthrough and audio only: no transcoding, cheap on two cores.
+    pub fn passthrough_only() -> Self {
+        Self {
+            ladder: "[]".to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub fn ladder(mut self, ladder_toml: &str) -> Self {
+        self.ladder = ladder_toml.to_string();
+        self
+    }
+
+    pub fn reconnect_grace_secs(mut self, secs: u64) -> Self {
+        self.reconnect_grace_secs = secs;
+        self
+    }
+
+    pub fn mirror_to_disk(mut self, on: bool) -> Self {
+        self.mirror_to_disk = on;
+        self
+    }
+
+    /// The config file text, with `data_dir` as the data directory.
+    pub fn to_toml(&self, data_dir: &Path) -> String {
+        let pipelines_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut text = format!(
+            "[server]\n\
+             rtmp_listen = \"127.0.0.1:0\"\n\
+             http_listen = \"127.0.0.1:0\"\n\
+             data_dir = {data_dir}\n\
+             \n\
+             [ingest]\n\
+             reconnect_grace_secs = {grace}\n\
+             \n\
+             [transcode]\n\
+             pipelines_dir = {pipelines_dir}\n\
+             x264_preset = \"superfast\"\n\
+             segment_secs = {segment_secs:?}\n\
+             passthrough = {passthrough}\n\
+             ladder = {ladder}\n\
+             \n\
+             [package]\n\
+             window_segments = {window}\n\
+             mirror_to_disk = {mirror}\n",
+            data_dir = toml_string(&data_dir.to_string_lossy()),
+            grace = self.reconnect_grace_secs,
+            pipelines_dir = toml_string(&pipelines_dir.to_string_lossy()),
+            segment_secs = self.segment_secs,
+            passthrough = self.passthrough,
+            ladder = self.ladder,
+            window = self.window_segments,
+            mirror = self.mirror_to_disk,
+        );
+        for (name, key) in &self.streams {
+            text.push_str(&format!(
+                "\n[[streams]]\nname = {}\nkey = {}\n",
+                toml_string(name),
+                toml_string(key)
+            ));
+        }
+        text
+    }
+
+    /// Writes the config and starts a server on it.
+    pub fn start(&self) -> Server {
+        Server::start(self)
+    }
+}
+
+/// A TOML basic string holding `value`.
+pub fn toml_string(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// The path of the `bigfoot` binary under test.
+pub fn bigfoot_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bigfoot")
+}
+
+/// A running `bigfoot serve`. Dropping it sends SIGTERM (then SIGKILL), and
+/// prints its log if the test is failing.
+pub struct Server {
+    child: Option<Child>,
+    log: Captured,
+    dir: TempDir,
+    pub rtmp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+impl Server {
+    /// Writes `config` into a temporary folder and starts `bigfoot serve`,
+    /// waiting until it logs both listen addresses.
+    pub fn start(config: &ServerConfig) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary folder for the server");
+        let config_path = dir.path().join("bigfoot.toml");
+        let text = config.to_toml(&dir.path().join("data"));
+        std::fs::write(&config_path, text).expect("write the test config");
+
+        let mut child = Command::new(bigfoot_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info,bigfoot=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bigfoot serve");
+        let log = Captured::attach(&mut child);
+
+        let mut server = Self {
+            child: Some(child),
+            log,
+            dir,
+            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        server.wait_for_listeners();
+        server
+    }
+
+    fn wait_for_listeners(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let log = self.logs();
+            let rtmp = listen_addr(&log, "RTMP listening on");
+            let http = listen_addr(&log, "HTTP listening on");
+            if let (Some(rtmp), Some(http)) = (rtmp, http) {
+                self.rtmp_addr = rtmp;
+                self.http_addr = http;
+                return;
+            }
+            if let Some(status) = self.child_mut().try_wait().ok().flatten() {
+                panic!("bigfoot serve exited during start-up with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bigfoot serve did not log both `RTMP listening on` and \
+                 `HTTP listening on` within {STARTUP_TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("the server process is still owned")
+    }
+
+    /// The server's log so far (stderr and stdout).
+    pub fn logs(&self) -> String {
+        self.log.text()
+    }
+
+    /// The temporary folder holding the config and the data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The data directory from the config.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/{key}`.
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp_addr)
+    }
+
+    /// `http://127.0.0.1:PORT{path}`; `path` starts with `/`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    /// The master playlist URL of `stream`.
+    pub fn master_url(&self, stream: &str) -> String {
+        self.http_url(&format!("/live/{stream}/master.m3u8"))
+    }
+
+    /// The media playlist URL of one rendition of `stream`.
+    pub fn media_url(&self, stream: &str, rendition: &str) -> String {
+        self.http_url(&format!("/live/{stream}/{rendition}/index.m3u8"))
+    }
+
+    /// Panics if the server process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child_mut().try_wait().ok().flatten() {
+            panic!("bigfoot serve exited unexpectedly with {status}");
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 15 s) for the exit; returns the exit
+    /// status and how long the exit took.
+    pub fn stop_and_wait(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let child = self.child_mut();
+        send_signal(child, "TERM");
+        match wait_timeout(child, Duration::from_secs(15)) {
+            Some(status) => (status, started.elapsed()),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("bigfoot serve did not exit within 15 s of SIGTERM");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            send_signal(&child, "TERM");
+            if wait_timeout(&mut child, DROP_GRACE).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if thread::panicking() {
+            eprintln!(
+                "----- bigfoot serve log (http {}, rtmp {}) -----\n{}\
+                 ----- end of bigfoot serve log -----",
+                self.http_addr,
+                self.rtmp_addr,
+                self.logs()
+            );
+        }
+    }
+}
+
+/// Finds the address logged after `marker`, for example
+/// `HTTP listening on 127.0.0.1:8080` or `HTTP listening on addr=127.0.0.1:8080`.
+fn listen_addr(log: &str, marker: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        rest.split_whitespace().find_map(|token| {
+            let value = token.rsplit('=').next().unwrap_or(token);
+            value
+                .trim_matches(|c: char| c == '"' || c == ',' || c == '`' || c == '\'')
+                .parse()
+                .ok()
+        })
+    })
+}
+
+/// Runs `bigfoot` with `args`, waiting at most `timeout` for it to exit.
+pub fn run_bigfoot(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(bigfoot_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bigfoot");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let Some(status) = wait_timeout(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "`bigfoot {}` did not exit within {timeout:?}",
+            args.join(" ")
+        );
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Publishers
+
+/// What a test publisher sends: a moving test pattern and/or a sine tone.
+#[derive(Debug, Clone, Copy)]
+pub struct TestPattern {
+    pub seconds: f64,
+    pub width: u32,
+    pub height: u32,
+    pub video: bool,
+    pub audio: bool,
+}
+
+impl TestPattern {
+    /// 30 fps video and 48 kHz stereo AAC.
+    pub fn av(seconds: f64, width: u32, height: u32) -> Self {
+        Self {
+            seconds,
+            width,
+            height,
+            video: true,
+            audio: true,
+        }
+    }
+
+    pub fn video_only(seconds: f64, width: u32, height: u32) -> Self {
+        Self {
+            audio: false,
+            ..Self::av(seconds, width, height)
+        }
+    }
+
+    pub fn audio_only(seconds: f64) -> Self {
+        Self {
+            video: false,
+            ..Self::av(seconds, 0, 0)
+        }
+    }
+}
+
+/// A publisher process, killed when dropped.
+pub struct Publisher {
+    child: Child,
+    output: Captured,
+    what: &'static str,
+}
+
+impl Publisher {
+    fn spawn(what: &'static str, command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let output = Captured::attach(&mut child);
+        Self {
+            child,
+            output,
+            what,
+        }
+    }
+
+    /// Whatever the publisher printed (errors only, at the log level used).
+    pub fn output(&self) -> String {
+        self.output.text()
+    }
+
+    /// `Some(status)` once it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_timeout(&mut self.child, timeout)
+    }
+
+    /// Waits for a successful exit, panicking with its output otherwise.
+    pub fn wait_success(&mut self, timeout: Duration) {
+        match self.wait_timeout(timeout) {
+            Some(status) if status.success() => {}
+            Some(status) => panic!(
+                "{} publisher failed with {status}:\n{}",
+                self.what,
+                self.output()
+            ),
+            None => panic!("{} publisher still running after {timeout:?}", self.what),
+        }
+    }
+
+    /// SIGKILL: the connection drops without an RTMP goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Publishes `seconds` of `width`x`height` video with a sine tone via ffmpeg.
+pub fn publish_ffmpeg(url: &str, seconds: f64, width: u32, height: u32) -> Publisher {
+    publish_ffmpeg_pattern(url, &TestPattern::av(seconds, width, height))
+}
+
+/// Publishes `pattern` in real time (`-re`) to `url` with ffmpeg: H.264
+/// (keyframe every 2 s) and AAC-LC 48 kHz stereo in FLV.
+pub fn publish_ffmpeg_pattern(url: &str, pattern: &TestPattern) -> Publisher {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"]);
+    if pattern.video {
+        let source = format!("testsrc2=size={}x{}:rate=30", pattern.width, pattern.height);
+        command.args(["-f", "lavfi", "-i", &source]);
+    }
+    if pattern.audio {
+        command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+    }
+    command.args(["-t", &format!("{:.3}", pattern.seconds)]);
+    if pattern.video {
+        command.args(
+            "-c:v libx264 -preset ultrafast -tune zerolatency -g 60 -keyint_min 60 \
+             -sc_threshold 0 -pix_fmt yuv420p"
+                .split_whitespace(),
+        );
+    }
+    if pattern.audio {
+        command.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]);
+    }
+    command.args(["-f", "flv", url]);
+    Publisher::spawn("ffmpeg", &mut command)
+}
+
+/// Publishes `seconds` of `width`x`height` video with a sine tone via
+/// GStreamer's `rtmp2sink`.
+pub fn publish_gst(url: &str, seconds: f64, width: u32, height: u32) -> Publisher {
+    publish_gst_pattern(url, &TestPattern::av(seconds, width, height))
+}
+
+/// Publishes `pattern` live to `url` with `gst-launch-1.0`: x264 (I420, a
+/// keyframe every 2 s) and AAC 48 kHz stereo muxed by `flvmux`.
+pub fn publish_gst_pattern(url: &str, pattern: &TestPattern) -> Publisher {
+    const SAMPLES_PER_BUFFER: u32 = 1024;
+    let mut description = format!("flvmux name=mux streamable=true ! rtmp2sink location={url}");
+    if pattern.video {
+        let frames = (pattern.seconds * 30.0).ceil() as u64;
+        description.push_str(&format!(
+            " videotestsrc is-live=true pattern=smpte num-buffers={frames} \
+             ! video/x-raw,format=I420,width={w},height={h},framerate=30/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 \
+             ! h264parse ! queue ! mux.",
+            w = pattern.width,
+            h = pattern.height,
+        ));
+    }
+    if pattern.audio {
+        let buffers = (pattern.seconds * 48_000.0 / f64::from(SAMPLES_PER_BUFFER)).ceil() as u64;
+        description.push_str(&format!(
+            " audiotestsrc is-live=true freq=440 samplesperbuffer={SAMPLES_PER_BUFFER} \
+             num-buffers={buffers} ! audio/x-raw,rate=48000,channels=2 ! audioconvert \
+             ! avenc_aac ! aacparse ! queue ! mux."
+        ));
+    }
+    let mut command = Command::new("gst-launch-1.0");
+    command
+        .arg("-q")
+        .arg("-e")
+        .args(description.split_whitespace());
+    Publisher::spawn("gst-launch-1.0", &mut command)
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+/// One HTTP response, fully read.
+#[derive(Debug)]
+pub struct Response {
+    pub url: String,
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header value by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("{} body is not JSON: {:?}", self.url, self.text()))
+    }
+
+    /// The `code` of a JSON error body, if there is one.
+    pub fn error_code(&self) -> Option<String> {
+        let json = self.json().ok()?;
+        json.get("code")?.as_str().map(str::to_string)
+    }
+
+    /// Panics unless the status is `status`.
+    pub fn expect_status(self, status: u16) -> Self {
+        assert_eq!(
+            self.status,
+            status,
+            "GET {} answered {} with body {:?}",
+            self.url,
+            self.status,
+            self.text()
+        );
+        self
+    }
+}
+
+fn http_client() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .expect("build the HTTP client")
+    })
+}
+
+/// GETs `url` (with an `Origin` header) and reads the whole body.
+pub fn get(url: &str) -> anyhow::Result<Response> {
+    let response = http_client()
+        .get(url)
+        .header("origin", TEST_ORIGIN)
+        .send()
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let body = response
+        .bytes()
+        .with_context(|| format!("read the body of {url}"))?
+        .to_vec();
+    Ok(Response {
+        url: url.to_string(),
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GETs `url` and panics unless the answer is 200.
+pub fn get_ok(url: &str) -> Response {
+    get(url)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .expect_status(200)
+}
+
+/// Sends `GET {raw_path}` over a plain socket, so that the path reaches the
+/// server exactly as written (no `..` normalisation). Returns the status
+/// and the body.
+pub fn raw_get(addr: SocketAddr, raw_path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {raw_path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no end of headers in {:?}", String::from_utf8_lossy(&reply)))?;
+    let head = String::from_utf8_lossy(&reply[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head:?}"))?;
+    let body = &reply[split + 4..];
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("truncated chunk size"))?;
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim().to_string();
+        let size = usize::from_str_radix(&size_text, 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        ensure!(data.len() >= size, "truncated chunk");
+        body.extend_from_slice(&data[..size]);
+        data = data.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Calls `probe` every 200 ms until it returns `Ok`, panicking with the last
+/// error after `timeout`.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {e:#}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Polls `url` until it answers `status`.
+pub fn wait_for_status(url: &str, status: u16, timeout: Duration) -> Response {
+    wait_until(&format!("{status} from {url}"), timeout, || {
+        let response = get(url)?;
+        ensure!(
+            response.status == status,
+            "{} {:?}",
+            response.status,
+            response.text()
+        );
+        Ok(response)
+    })
+}
+
+/// Polls a master playlist until it answers 200. Every other answer on the
+/// way must be the documented 404 `STREAM_NOT_FOUND` (before the publish
+/// registers) or 503 `STREAM_STARTING` (live, no segment yet).
+pub fn wait_for_master(url: &str, timeout: Duration) -> Response {
+    wait_until(&format!("200 from {url}"), timeout, || {
+        let response = get(url)?;
+        let code = response.error_code();
+        match response.status {
+            200 => return Ok(response),
+            404 => assert_eq!(
+                code.as_deref(),
+                Some("STREAM_NOT_FOUND"),
+                "404 body {:?}",
+                response.text()
+            ),
+            503 => assert_eq!(
+                code.as_deref(),
+                Some("STREAM_STARTING"),
+                "503 body {:?}",
+                response.text()
+            ),
+            other => panic!("master playlist answered {other}: {:?}", response.text()),
+        }
+        bail!("{} {:?}", response.status, response.text())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Playlists
+
+/// Parses a master playlist.
+pub fn parse_master(text: &[u8]) -> anyhow::Result<MasterPlaylist> {
+    match m3u8_rs::parse_playlist_res(text) {
+        Ok(Playlist::MasterPlaylist(master)) => Ok(master),
+        Ok(Playlist::MediaPlaylist(_)) => bail!(
+            "expected a master playlist, got a media playlist:\n{}",
+            String::from_utf8_lossy(text)
+        ),
+        Err(_) => bail!("cannot parse playlist:\n{}", String::from_utf8_lossy(text)),
+    }
+}
+
+/// Parses a media playlist.
+pub fn parse_media(text: &[u8]) -> anyhow::Result<MediaPlaylist> {
+    match m3u8_rs::parse_playlist_res(text) {
+        Ok(Playlist::MediaPlaylist(media)) => Ok(media),
+        Ok(Playlist::MasterPlaylist(_)) => bail!(
+            "expected a media playlist, got a master playlist:\n{}",
+            String::from_utf8_lossy(text)
+        ),
+        Err(_) => bail!("cannot parse playlist:\n{}", String::from_utf8_lossy(text)),
+    }
+}
+
+/// GETs and parses a media playlist (status 200 required).
+pub fn fetch_media(url: &str) -> anyhow::Result<MediaPlaylist> {
+    let response = get(url)?;
+    ensure!(
+        response.status == 200,
+        "{url} answered {} {:?}",
+        response.status,
+        response.text()
+    );
+    parse_media(&response.body)
+}
+
+/// Resolves a URI from a playlist against the playlist's URL.
+pub fn resolve(base: &str, uri: &str) -> String {
+    reqwest::Url::parse(base)
+        .and_then(|base| base.join(uri))
+        .unwrap_or_else(|e| panic!("cannot resolve {uri:?} against {base}: {e}"))
+        .to_string()
+}
+
+/// The rendition name of a child playlist URI: `360p/index.m3u8` -> `360p`.
+pub fn rendition_of(uri: &str) -> String {
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    let mut parts = path.rsplit('/');
+    let file = parts.next().unwrap_or_default();
+    assert_eq!(file, "index.m3u8", "child playlist URI {uri:?}");
+    parts
+        .next()
+        .unwrap_or_else(|| panic!("no rendition folder in {uri:?}"))
+        .to_string()
+}
+
+/// The media sequence number of the last listed segment.
+pub fn last_sequence(playlist: &MediaPlaylist) -> Option<u64> {
+    let count = playlist.segments.len() as u64;
+    count
+        .checked_sub(1)
+        .map(|last| playlist.media_sequence + last)
+}
+
+/// The `max-age` of a `cache-control` value.
+pub fn max_age(cache_control: &str) -> Option<u64> {
+    cache_control.split(',').find_map(|directive| {
+        let value = directive.trim().strip_prefix("max-age=")?;
+        value.trim().parse().ok()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// ffprobe
+
+/// What ffprobe reports about one CMAF fragment (init segment + one media
+/// segment).
+#[derive(Debug, Deserialize)]
+pub struct Probe {
+    #[serde(default)]
+    pub streams: Vec<ProbeStream>,
+    #[serde(default)]
+    pub packets: Vec<ProbePacket>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProbeStream {
+    pub codec_type: String,
+    pub codec_name: Option<String>,
+    pub profile: Option<String>,
+    pub pix_fmt: Option<String>,
+    pub level: Option<i64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub sample_rate: Option<String>,
+    pub channels: Option<u32>,
+    pub nb_read_frames: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProbePacket {
+    pub codec_type: String,
+    pub pts_time: Option<String>,
+    pub dts_time: Option<String>,
+    pub duration_time: Option<String>,
+    #[serde(default)]
+    pub flags: String,
+}
+
+impl ProbeStream {
+    pub fn sample_rate(&self) -> Option<u32> {
+        self.sample_rate.as_deref()?.parse().ok()
+    }
+}
+
+impl ProbePacket {
+    pub fn is_keyframe(&self) -> bool {
+        self.flags.starts_with('K')
+    }
+
+    pub fn pts(&self) -> Option<f64> {
+        self.pts_time.as_deref()?.parse().ok()
+    }
+
+    pub fn duration(&self) -> Option<f64> {
+        self.duration_time.as_deref()?.parse().ok()
+    }
+}
+
+impl Probe {
+    /// The only stream of `codec_type` ("video" or "audio").
+    pub fn stream(&self, codec_type: &str) -> Option<&ProbeStream> {
+        self.streams.iter().find(|s| s.codec_type == codec_type)
+    }
+
+    /// Packets of `codec_type` in file (decode) order.
+    pub fn packets(&self, codec_type: &str) -> impl Iterator<Item = &ProbePacket> {
+        self.packets
+            .iter()
+            .filter(move |p| p.codec_type == codec_type)
+    }
+
+    /// The earliest presentation time of `codec_type`, in seconds.
+    pub fn first_pts(&self, codec_type: &str) -> Option<f64> {
+        self.packets(codec_type)
+            .filter_map(ProbePacket::pts)
+            .min_by(f64::total_cmp)
+    }
+
+    /// The summed packet durations of `codec_type`, in seconds.
+    pub fn duration(&self, codec_type: &str) -> f64 {
+        self.packets(codec_type)
+            .filter_map(ProbePacket::duration)
+            .sum()
+    }
+}
+
+fn fragment_file(init: &[u8], segment: &[u8]) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("bigfoot-fragment-")
+        .suffix(".mp4")
+        .tempfile()?;
+    file.write_all(init)?;
+    file.write_all(segment)?;
+    file.flush()?;
+    Ok(file)
+}
+
+fn ffprobe_json<T: for<'de> Deserialize<'de>>(path: &Path, args: &[&str]) -> anyhow::Result<T> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .context("run ffprobe")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success() && stderr.trim().is_empty(),
+        "ffprobe {} failed ({}): {stderr}",
+        args.join(" "),
+        output.status
+    );
+    serde_json::from_slice(&output.stdout).context("parse ffprobe JSON")
+}
+
+/// Probes `init` followed by `segment`: streams and packets, no decoding.
+pub fn probe_fragment(init: &[u8], segment: &[u8]) -> anyhow::Result<Probe> {
+    let file = fragment_file(init, segment)?;
+    ffprobe_json(file.path(), &["-show_streams", "-show_packets"])
+}
+
+/// Decodes every frame of `init` + `segment`; fails on any decoder error.
+/// Returns the frames decoded per codec type.
+pub fn decode_fragment(init: &[u8], segment: &[u8]) -> anyhow::Result<HashMap<String, u64>> {
+    let file = fragment_file(init, segment)?;
+    let probe: Probe = ffprobe_json(file.path(), &["-count_frames", "-show_streams"])?;
+    Ok(probe
+        .streams
+        .iter()
+        .map(|s| {
+            let frames = s.nb_read_frames.as_deref().and_then(|n| n.parse().ok());
+            (s.codec_type.clone(), frames.unwrap_or(0))
+        })
+        .collect())
+}
+
+/// Checks the `avc1.PPCCLL` entry of an HLS `CODECS` value against the
+/// profile and level ffprobe reads from the stream itself.
+pub fn check_avc_codec(codecs: &str, video: &ProbeStream) -> anyhow::Result<()> {
+    let avc = codecs
+        .split(',')
+        .map(str::trim)
+        .find(|c| c.starts_with("avc1.") || c.starts_with("avc3."))
+        .ok_or_else(|| anyhow!("no avc1 entry in CODECS {codecs:?}"))?;
+    let hex = &avc[5..];
+    ensure!(hex.len() == 6, "{avc:?} is not avc1.PPCCLL");
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16);
+    let (profile_idc, constraints, level_idc) = (byte(0)?, byte(2)?, byte(4)?);
+
+    let profile = video.profile.as_deref().unwrap_or_default();
+    let expected_idc = match profile {
+        "Baseline" | "Constrained Baseline" => 0x42,
+        "Main" => 0x4D,
+        "Extended" => 0x58,
+        "High" => 0x64,
+        "High 10" => 0x6E,
+        "High 4:2:2" => 0x7A,
+        "High 4:4:4 Predictive" => 0xF4,
+        other => bail!("unexpected H.264 profile {other:?} from ffprobe"),
+    };
+    ensure!(
+        profile_idc == expected_idc,
+        "{avc}: profile byte {profile_idc:#04x} but the stream is {profile} ({expected_idc:#04x})"
+    );
+    if profile == "Constrained Baseline" {
+        ensure!(
+            constraints & 0x40 != 0,
+            "{avc}: constraint_set1 missing for Constrained Baseline"
+        );
+    }
+    let level = video.level.unwrap_or_default();
+    ensure!(
+        i64::from(level_idc) == level,
+        "{avc}: level byte {level_idc} but the stream is level {level}"
+    );
+    Ok(())
+}
+
+/// Whether `width` is an even width within 2 pixels of the width that keeps
+/// the source aspect ratio at `height`.
+pub fn is_scaled_width(width: u32, height: u32, source_width: u32, source_height: u32) -> bool {
+    let exact = f64::from(height) * f64::from(source_width) / f64::from(source_height);
+    width.is_multiple_of(2) && (f64::from(width) - exact).abs() <= 2.0
+}
