@@ -29,6 +29,7 @@ pub struct Config {
     pub transcode: TranscodeSettings,
     pub package: PackageSettings,
     pub playback: PlaybackSettings,
+    pub thumbnails: ThumbnailSettings,
     /// Streams that may publish, each with its secret key.
     pub streams: Vec<StreamSettings>,
     /// Where the file was read from; relative paths resolve against its folder.
@@ -200,6 +201,27 @@ impl Default for PlaybackSettings {
             cors_origins: vec!["*".into()],
             playlist_max_age_secs: 1,
             segment_max_age_secs: 3600,
+        }
+    }
+}
+
+/// JPEG thumbnails of the live picture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThumbnailSettings {
+    pub enabled: bool,
+    /// Seconds between two thumbnails.
+    pub interval_secs: f64,
+    /// Width in pixels; the height keeps the source aspect ratio.
+    pub width: u32,
+}
+
+impl Default for ThumbnailSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 5.0,
+            width: 320,
         }
     }
 }

@@ -91,6 +91,19 @@ impl Config {
                 format!("{} is outside 3 to 100", self.package.window_segments),
             ));
         }
+        let thumbs = &self.thumbnails;
+        if !(0.5..=300.0).contains(&thumbs.interval_secs) {
+            return Err(bad(
+                "thumbnails.interval_secs",
+                format!("{} is outside 0.5 to 300 seconds", thumbs.interval_secs),
+            ));
+        }
+        if !(16..=3840).contains(&thumbs.width) || !thumbs.width.is_multiple_of(2) {
+            return Err(bad(
+                "thumbnails.width",
+                format!("{} must be even and within 16 to 3840", thumbs.width),
+            ));
+        }
         let ingest = &self.ingest;
         if !is_valid_name(&ingest.app) {
             return Err(bad(

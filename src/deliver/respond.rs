@@ -11,6 +11,8 @@ pub type Body = Full<Bytes>;
 
 pub const M3U8: &str = "application/vnd.apple.mpegurl";
 pub const JSON: &str = "application/json";
+pub const MPD: &str = "application/dash+xml";
+pub const JPEG: &str = "image/jpeg";
 
 /// A JSON error with a stable code.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {

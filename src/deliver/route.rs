@@ -14,7 +14,15 @@ const MAX_PATH_LEN: usize = 512;
 pub enum Route {
     Health,
     Ready,
+    /// The server's clock, for DASH players (`UTCTiming`).
+    Time,
     Master {
+        stream: String,
+    },
+    Dash {
+        stream: String,
+    },
+    Thumbnail {
         stream: String,
     },
     Media {
@@ -57,7 +65,14 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
     match parts.as_slice() {
         ["healthz"] => Ok(Route::Health),
         ["readyz"] => Ok(Route::Ready),
+        ["time"] => Ok(Route::Time),
         ["live", stream, "master.m3u8"] => Ok(Route::Master {
+            stream: name(stream)?,
+        }),
+        ["live", stream, "manifest.mpd"] => Ok(Route::Dash {
+            stream: name(stream)?,
+        }),
+        ["live", stream, "thumbnail.jpg"] => Ok(Route::Thumbnail {
             stream: name(stream)?,
         }),
         ["live", stream, rendition, file] => {
@@ -146,6 +161,19 @@ mod tests {
             })
         );
         assert_eq!(route("/healthz"), Ok(Route::Health));
+        assert_eq!(
+            route("/live/demo/manifest.mpd"),
+            Ok(Route::Dash {
+                stream: "demo".into()
+            })
+        );
+        assert_eq!(
+            route("/live/demo/thumbnail.jpg"),
+            Ok(Route::Thumbnail {
+                stream: "demo".into()
+            })
+        );
+        assert_eq!(route("/time"), Ok(Route::Time));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::respond::{self, Body, JSON, M3U8};
+use super::respond::{self, Body, JPEG, JSON, M3U8, MPD};
 use super::route::{Route, RouteError, route};
 use crate::config::Config;
 use crate::live::Registry;
@@ -86,7 +86,7 @@ impl Delivery {
     fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let mut response = match *request.method() {
-            Method::GET | Method::HEAD => self.get(request.uri().path()),
+            Method::GET | Method::HEAD => self.get(request.uri().path(), request.headers()),
             Method::OPTIONS => respond::preflight(),
             _ => respond::error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -98,7 +98,7 @@ impl Delivery {
         response
     }
 
-    fn get(&self, path: &str) -> Response<Body> {
+    fn get(&self, path: &str, headers: &http::HeaderMap) -> Response<Body> {
         let route = match route(path) {
             Ok(route) => route,
             Err(RouteError::BadPath) => {
@@ -112,6 +112,36 @@ impl Delivery {
         match route {
             Route::Health => respond::body(r#"{"status":"ok"}"#.into(), JSON, 0),
             Route::Ready => respond::body(r#"{"status":"ready"}"#.into(), JSON, 0),
+            Route::Time => respond::body(clock_now().into(), "text/plain", 0),
+            Route::Dash { stream } => {
+                let Some(snapshot) = self.registry.snapshot(&stream) else {
+                    return stream_not_found(&stream);
+                };
+                match &snapshot.dash {
+                    Some((before, after)) => {
+                        let clock = self.clock_url(headers);
+                        let mut mpd = Vec::with_capacity(before.len() + clock.len() + after.len());
+                        mpd.extend_from_slice(before);
+                        mpd.extend_from_slice(clock.as_bytes());
+                        mpd.extend_from_slice(after);
+                        respond::body(mpd.into(), MPD, playback.playlist_max_age_secs)
+                    }
+                    None => starting_or_not_found(&stream, snapshot.live),
+                }
+            }
+            Route::Thumbnail { stream } => {
+                let Some(snapshot) = self.registry.snapshot(&stream) else {
+                    return stream_not_found(&stream);
+                };
+                match &snapshot.thumbnail {
+                    Some(jpeg) => respond::body(jpeg.clone(), JPEG, playback.playlist_max_age_secs),
+                    None => respond::error(
+                        StatusCode::NOT_FOUND,
+                        "THUMBNAIL_NOT_AVAILABLE",
+                        "the stream has no picture yet, or no video at all",
+                    ),
+                }
+            }
             Route::Master { stream } => {
                 let Some(snapshot) = self.registry.snapshot(&stream) else {
                     return stream_not_found(&stream);
@@ -120,12 +150,7 @@ impl Delivery {
                     Some(master) => {
                         respond::body(master.clone(), M3U8, playback.playlist_max_age_secs)
                     }
-                    None if snapshot.live => respond::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "STREAM_STARTING",
-                        "the stream is starting; retry in a second",
-                    ),
-                    None => stream_not_found(&stream),
+                    None => starting_or_not_found(&stream, snapshot.live),
                 }
             }
             Route::Media { stream, rendition } => self.with_rendition(&stream, &rendition, |r| {
@@ -186,6 +211,55 @@ impl Delivery {
             )
         })
     }
+}
+
+impl Delivery {
+    /// Absolute URL of the clock endpoint as this client reaches the server.
+    fn clock_url(&self, headers: &http::HeaderMap) -> String {
+        let public = self.config.server.public_url.trim_end_matches('/');
+        if !public.is_empty() {
+            return format!("{public}/time");
+        }
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| is_plain_host(h))
+            .map_or_else(
+                || self.config.server.http_listen.to_string(),
+                str::to_string,
+            );
+        format!("http://{host}/time")
+    }
+}
+
+/// Whether a `Host` header is a bare host and port, safe to echo in XML.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// The current time as ISO 8601 UTC with milliseconds.
+fn clock_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let millis = now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000);
+    millis
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn starting_or_not_found(stream: &str, live: bool) -> Response<Body> {
+    if live {
+        return respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "STREAM_STARTING",
+            "the stream is starting; retry in a second",
+        );
+    }
+    stream_not_found(stream)
 }
 
 fn stream_not_found(stream: &str) -> Response<Body> {

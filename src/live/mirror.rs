@@ -115,6 +115,8 @@ mod tests {
         StreamSnapshot {
             live: true,
             master: Some(Bytes::from_static(b"#EXTM3U\n")),
+            dash: None,
+            thumbnail: None,
             renditions: HashMap::from([("360p".to_string(), rendition)]),
         }
     }

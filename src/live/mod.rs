@@ -6,6 +6,7 @@
 //! publishes an immutable [`StreamSnapshot`] that HTTP delivery reads.
 //! Other parts talk to it only through [`Registry`] and [`Publisher`].
 
+mod manifests;
 mod mirror;
 mod registry;
 mod snapshot;

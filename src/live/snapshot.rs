@@ -13,6 +13,10 @@ pub struct StreamSnapshot {
     pub live: bool,
     /// The master playlist, once every rendition has a segment.
     pub master: Option<Bytes>,
+    /// The DASH MPD, split where delivery writes the clock endpoint's URL.
+    pub dash: Option<(Bytes, Bytes)>,
+    /// The latest JPEG of the picture, when the stream has video.
+    pub thumbnail: Option<Bytes>,
     pub renditions: HashMap<String, RenditionSnapshot>,
 }
 

@@ -15,15 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::MediaPacket;
+use super::manifests::{self, MpdContext, RenditionOutput, SessionPeriod};
 use super::mirror::Mirror;
 use super::registry::{PublishRefusal, StreamMap};
 use super::snapshot::{RenditionSnapshot, StreamSnapshot};
 use super::state::{self, PersistedState};
 use crate::config::{Config, DuplicatePolicy};
-use crate::package::hls::{self, AudioInfo, VariantInfo};
+use crate::package::hls;
 use crate::package::isobmff::{FragmentInfo, TrackKind};
 use crate::package::window::RenditionWindow;
-use crate::transcode::pipeline::PipelineSettings;
+use crate::transcode::pipeline::{PipelineSettings, ThumbnailSettings};
 use crate::transcode::plan::{self, RenditionKind, RenditionPlan, TrackSet};
 use crate::transcode::{Backend, LivePipeline, PipelineEvent, PipelineOutput};
 
@@ -69,13 +70,6 @@ struct Session {
     drain_until: Option<Instant>,
 }
 
-/// A rendition's packaging state, kept across publish sessions.
-struct RenditionOutput {
-    kind: TrackKind,
-    window: RenditionWindow,
-    frame_rate: f64,
-}
-
 pub(super) struct StreamTask {
     name: String,
     id: u64,
@@ -93,6 +87,11 @@ pub(super) struct StreamTask {
     outputs: HashMap<String, RenditionOutput>,
     /// Renditions of the latest session, in master playlist order.
     plan: Vec<RenditionPlan>,
+    /// Fixed at the first publish for the life of the stream (DASH).
+    availability_start: Option<OffsetDateTime>,
+    /// Publish sessions with segments still in the window, oldest first.
+    periods: Vec<SessionPeriod>,
+    thumbnail: Option<Bytes>,
     generation: u64,
     persisted: PersistedState,
     release_at: Option<Instant>,
@@ -138,6 +137,9 @@ impl StreamTask {
             session: None,
             outputs: HashMap::new(),
             plan: Vec::new(),
+            availability_start: None,
+            periods: Vec::new(),
+            thumbnail: None,
             generation: 0,
             persisted,
             release_at: None,
@@ -243,6 +245,7 @@ impl StreamTask {
         }
         self.generation += 1;
         self.release_at = None;
+        self.thumbnail = None;
         self.publisher = Some(ActivePublisher { id, peer, kicked });
         self.session = Some(Session {
             generation: self.generation,
@@ -300,6 +303,10 @@ impl StreamTask {
             x264_preset: &self.config.transcode.x264_preset,
             generation: session.generation,
             stream: &self.name,
+            thumbnails: self.config.thumbnails.enabled.then(|| ThumbnailSettings {
+                interval: Duration::from_secs_f64(self.config.thumbnails.interval_secs),
+                width: self.config.thumbnails.width,
+            }),
         };
         let pipeline = match LivePipeline::start(
             &settings,
@@ -322,7 +329,13 @@ impl StreamTask {
 
         let base = session.pending.iter().filter_map(MediaPacket::dts_ms).min();
         session.base_ms = base;
-        session.started_at = Some(OffsetDateTime::now_utc());
+        let started_at = OffsetDateTime::now_utc();
+        session.started_at = Some(started_at);
+        self.availability_start.get_or_insert(started_at);
+        self.periods.push(SessionPeriod {
+            session: session.generation,
+            started_at,
+        });
         for packet in session.pending.drain(..) {
             feed(&pipeline, base.unwrap_or(0), packet);
         }
@@ -352,6 +365,7 @@ impl StreamTask {
                         },
                         window,
                         frame_rate: 0.0,
+                        session_starts: Vec::new(),
                     }
                 });
             if output.window.segments().next().is_some() {
@@ -401,7 +415,12 @@ impl StreamTask {
                     (Some(pts), Some(start)) => start + pts + duration,
                     _ => OffsetDateTime::now_utc(),
                 };
-                self.on_fragment(&name, data, duration, end);
+                let generation = session.generation;
+                self.on_fragment(&name, generation, data, duration, end);
+            }
+            PipelineEvent::Thumbnail(jpeg) => {
+                self.thumbnail = Some(jpeg);
+                self.publish_snapshot();
             }
             PipelineEvent::Eos => {
                 debug!("pipeline drained");
@@ -417,10 +436,18 @@ impl StreamTask {
         }
     }
 
-    fn on_fragment(&mut self, name: &str, data: Bytes, duration: Duration, end: OffsetDateTime) {
+    fn on_fragment(
+        &mut self,
+        name: &str,
+        session: u64,
+        data: Bytes,
+        duration: Duration,
+        end: OffsetDateTime,
+    ) {
         let Some(out) = self.outputs.get_mut(name) else {
             return;
         };
+        out.record_session(session, out.window.next_sequence());
         let info = FragmentInfo::parse(&data).ok();
         if let Some(info) = &info
             && duration > Duration::ZERO
@@ -562,9 +589,12 @@ impl StreamTask {
                 },
             );
         }
+        self.forget_old_periods();
         let snapshot = StreamSnapshot {
             live: self.publisher.is_some(),
-            master: self.master_playlist().map(Bytes::from),
+            master: manifests::master_playlist(&self.plan, &self.outputs).map(Bytes::from),
+            dash: self.dash_manifest(),
+            thumbnail: self.thumbnail.clone(),
             renditions,
         };
         if let Some(mirror) = &mut self.mirror {
@@ -572,42 +602,43 @@ impl StreamTask {
         }
         self.snapshot.store(Arc::new(snapshot));
     }
+}
 
-    /// The master playlist of the current (or last) session's renditions,
-    /// once each has a segment.
-    fn master_playlist(&self) -> Option<String> {
-        let plan = &self.plan;
-        if plan.is_empty() {
-            return None;
-        }
-        let mut variants = Vec::new();
-        let mut audio = None;
-        for rendition in plan {
-            let out = self.outputs.get(&rendition.name)?;
-            let segment = out.window.segments().last()?;
-            let info = &segment.init.info;
-            if rendition.is_video() {
-                variants.push(VariantInfo {
-                    rendition: rendition.name.clone(),
-                    codec: info.codec.clone(),
-                    width: info.width,
-                    height: info.height,
-                    frame_rate: out.frame_rate,
-                    peak_bps: out.window.peak_bitrate(),
-                    average_bps: out.window.average_bitrate(),
-                });
-            } else {
-                audio = Some(AudioInfo {
-                    rendition: rendition.name.clone(),
-                    codec: info.codec.clone(),
-                    peak_bps: out.window.peak_bitrate(),
-                    average_bps: out.window.average_bitrate(),
-                    channels: info.channels,
-                });
-            }
-        }
-        variants.sort_by_key(|v| std::cmp::Reverse(v.peak_bps));
-        Some(hls::master_playlist(&variants, audio.as_ref()))
+impl StreamTask {
+    fn dash_manifest(&self) -> Option<(Bytes, Bytes)> {
+        let availability_start = self.availability_start?;
+        let mut order: Vec<&str> = self.plan.iter().map(|r| r.name.as_str()).collect();
+        let mut others: Vec<&str> = self
+            .outputs
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !order.contains(n))
+            .collect();
+        others.sort_unstable();
+        order.extend(others);
+        let ctx = MpdContext {
+            availability_start,
+            now: OffsetDateTime::now_utc(),
+            segment: self.config.segment_duration(),
+            window_segments: self.config.package.window_segments,
+            live: self.publisher.is_some(),
+            periods: &self.periods,
+            order,
+        };
+        manifests::dash_manifest(&ctx, &self.outputs)
+    }
+
+    /// Drops periods of past sessions none of whose segments are in any
+    /// window any more.
+    fn forget_old_periods(&mut self) {
+        let outputs = &self.outputs;
+        let current = self.generation;
+        self.periods.retain(|p| {
+            p.session == current
+                || outputs
+                    .values()
+                    .any(|o| o.session_starts.iter().any(|(s, _)| *s == p.session))
+        });
     }
 }
 

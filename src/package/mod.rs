@@ -9,6 +9,7 @@
 //! snapshots go out. It must not do IO, spawn tasks, touch GStreamer or know
 //! about HTTP.
 
+pub mod dash;
 pub mod hls;
 pub mod isobmff;
 pub mod window;

@@ -36,6 +36,8 @@ pub const FIXED_ELEMENTS: &[&str] = &[
     "videoconvert",
     "capsfilter",
     "cmafmux",
+    "jpegenc",
+    "videoscale",
 ];
 
 /// Raw frames queued per rung before the tee waits.
@@ -63,6 +65,8 @@ pub enum PipelineEvent {
         pts: Option<Duration>,
         duration: Duration,
     },
+    /// A JPEG of the current picture.
+    Thumbnail(Bytes),
     /// Every sink has received end-of-stream.
     Eos,
     /// The pipeline failed; it produces nothing more.
@@ -83,6 +87,15 @@ pub struct PipelineSettings<'a> {
     pub x264_preset: &'a str,
     pub generation: u64,
     pub stream: &'a str,
+    /// JPEG snapshots of the decoded picture, if wanted.
+    pub thumbnails: Option<ThumbnailSettings>,
+}
+
+/// How often and how wide thumbnails are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct ThumbnailSettings {
+    pub interval: Duration,
+    pub width: u32,
 }
 
 impl LivePipeline {
@@ -280,7 +293,8 @@ impl Builder<'_> {
             .enumerate()
             .filter(|(_, r)| matches!(r.kind, RenditionKind::Transcoded { .. }))
             .collect();
-        if rungs.is_empty() {
+        let thumbnails = self.settings.thumbnails;
+        if rungs.is_empty() && thumbnails.is_none() {
             return Ok(src);
         }
 
@@ -303,6 +317,9 @@ impl Builder<'_> {
         chain.extend(decode);
         link_chain(&chain)?;
         force_keyframes_on_grid(&i420, self.settings.segment);
+        if let Some(thumbnails) = thumbnails {
+            self.thumbnail_branch(&raw_tee, video, thumbnails)?;
+        }
 
         for (index, rung) in rungs {
             let RenditionKind::Transcoded {
@@ -332,6 +349,47 @@ impl Builder<'_> {
             link_chain(&chain)?;
         }
         Ok(src)
+    }
+
+    /// Adds `queue ! videoscale ! jpegenc ! appsink` on the decoded frames.
+    /// The queue drops frames rather than wait, and only one frame per
+    /// interval gets past its gate, so thumbnails never slow the ladder.
+    fn thumbnail_branch(
+        &self,
+        raw_tee: &gst::Element,
+        video: &crate::ingest::avc::AvcConfig,
+        settings: ThumbnailSettings,
+    ) -> Result<(), TranscodeError> {
+        let gate = queue(None)?;
+        gate.set_property("max-size-buffers", 1u32);
+        gate.set_property_from_str("leaky", "downstream");
+        let scale = make("videoscale")?;
+        let size = make("capsfilter")?;
+        let width = settings.width.min(video.width.max(2)) / 2 * 2;
+        let height = super::plan::scaled_width(video.height, video.width, width);
+        size.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("width", i32::try_from(width).unwrap_or(320))
+                .field("height", i32::try_from(height).unwrap_or(180))
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        );
+        let jpeg = make("jpegenc")?;
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        sink.set_property("async", false);
+        sink.set_callbacks(thumbnail_callbacks(
+            self.settings.generation,
+            self.output.clone(),
+        ));
+        let sink: gst::Element = sink.upcast();
+        let chain = [gate.clone(), scale, size, jpeg, sink];
+        self.add(&chain)?;
+        let mut linked = vec![raw_tee.clone()];
+        linked.extend(chain);
+        link_chain(&linked)?;
+        pass_one_frame_per(&gate, settings.interval);
+        Ok(())
     }
 
     fn audio(&mut self, config: &Bytes, index: usize) -> Result<gst_app::AppSrc, TranscodeError> {
@@ -395,6 +453,48 @@ fn force_keyframes_on_grid(element: &gst::Element, segment: Duration) {
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// Lets the first frame through, then one frame per `interval`.
+fn pass_one_frame_per(queue: &gst::Element, interval: Duration) {
+    let Some(pad) = queue.static_pad("sink") else {
+        return;
+    };
+    let interval = gst::ClockTime::from_nseconds(interval.as_nanos() as u64);
+    let next: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Drop;
+        };
+        let Ok(mut next) = next.lock() else {
+            return gst::PadProbeReturn::Drop;
+        };
+        match *next {
+            Some(due) if pts < due => gst::PadProbeReturn::Drop,
+            _ => {
+                *next = Some(pts + interval);
+                gst::PadProbeReturn::Ok
+            }
+        }
+    });
+}
+
+fn thumbnail_callbacks(
+    generation: u64,
+    output: UnboundedSender<PipelineOutput>,
+) -> gst_app::AppSinkCallbacks {
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            if let Some(buffer) = sample.buffer() {
+                let event = PipelineEvent::Thumbnail(copy_out(std::iter::once(buffer)));
+                output
+                    .send(PipelineOutput { generation, event })
+                    .map_err(|_| gst::FlowError::Flushing)?;
+            }
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
 }
 
 /// Appsink callbacks that turn each CMAF buffer list into pipeline events.
