@@ -1232,3 +1232,37 @@ mod tests {
         assert!(FragmentInfo::parse(&segment).is_ok());
     }
 }
+
+#[cfg(test)]
+mod real_output_tests {
+    use super::*;
+
+    const VIDEO_INIT: &[u8] = include_bytes!("../../assets/cmaf/video-240p-init.mp4");
+    const VIDEO_SEGMENT: &[u8] = include_bytes!("../../assets/cmaf/video-240p-segment.m4s");
+    const AUDIO_INIT: &[u8] = include_bytes!("../../assets/cmaf/audio-init.mp4");
+    const AUDIO_SEGMENT: &[u8] = include_bytes!("../../assets/cmaf/audio-segment.m4s");
+
+    #[test]
+    fn reads_cmafmux_video() {
+        let init = InitInfo::parse(VIDEO_INIT).expect("init parses");
+        assert_eq!(init.kind, TrackKind::Video);
+        assert_eq!((init.width, init.height), (426, 240));
+        assert!(init.codec.starts_with("avc1."), "{}", init.codec);
+        let fragment = FragmentInfo::parse(VIDEO_SEGMENT).expect("segment parses");
+        assert_eq!(fragment.sample_count, 60);
+        assert!(fragment.first_sample_is_sync);
+        let secs = fragment.duration_ticks as f64 / f64::from(init.timescale);
+        assert!((secs - 2.0).abs() < 0.01, "{secs}");
+    }
+
+    #[test]
+    fn reads_cmafmux_audio() {
+        let init = InitInfo::parse(AUDIO_INIT).expect("init parses");
+        assert_eq!(init.kind, TrackKind::Audio);
+        assert_eq!(init.codec, "mp4a.40.2");
+        assert_eq!((init.sample_rate, init.channels), (48_000, 2));
+        let fragment = FragmentInfo::parse(AUDIO_SEGMENT).expect("segment parses");
+        let secs = fragment.duration_ticks as f64 / f64::from(init.timescale);
+        assert!((1.9..2.1).contains(&secs), "{secs}");
+    }
+}
