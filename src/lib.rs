@@ -15,6 +15,7 @@
 //! under one cancellation root.
 
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod ingest;
 pub mod live;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bigfoot::config::Config;
+use bigfoot::config::secrets::Secrets;
+use bigfoot::deliver::token::{Signer, Target, unix_now};
 use bigfoot::server;
 use bigfoot::transcode::{self, Backend};
 use clap::{Parser, Subcommand};
@@ -37,6 +39,29 @@ enum Command {
         /// Override `server.data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Print a signed, expiring playback URL for a stream.
+    Sign {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// Stream name (not its key).
+        #[arg(long)]
+        stream: String,
+        /// Lifetime in seconds (default: `playback.default_ttl_secs`).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// The DASH manifest instead of the HLS master playlist.
+        #[arg(long, conflicts_with = "thumbnail")]
+        dash: bool,
+        /// A URL that only opens the stream's thumbnail.
+        #[arg(long)]
+        thumbnail: bool,
+        /// Bind the URL to this client address.
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+        /// Base URL instead of `server.public_url` (e.g. `http://host:8080`).
+        #[arg(long)]
+        base_url: Option<String>,
     },
     /// Validate a config file and report the GStreamer elements it uses.
     Check {
@@ -69,6 +94,24 @@ fn main() -> ExitCode {
                 serve(config)
             }),
         Command::Check { config } => check(&config),
+        Command::Sign {
+            config,
+            stream,
+            ttl,
+            dash,
+            thumbnail,
+            client_ip,
+            base_url,
+        } => {
+            let target = if dash {
+                Target::Dash
+            } else if thumbnail {
+                Target::Thumbnail
+            } else {
+                Target::Hls
+            };
+            sign(&config, &stream, ttl, target, client_ip, base_url)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,6 +156,35 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn sign(
+    path: &std::path::Path,
+    stream: &str,
+    ttl: Option<u64>,
+    target: Target,
+    client_ip: Option<std::net::IpAddr>,
+    base_url: Option<String>,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if !bigfoot::config::validate::is_valid_name(stream) {
+        anyhow::bail!("`{stream}` is not a valid stream name");
+    }
+    let secrets = Secrets::load_or_create(&config)?;
+    let signer = Signer::from_secrets(&secrets, &config.playback);
+    let ttl = ttl.unwrap_or(config.playback.default_ttl_secs);
+    let expires = unix_now().saturating_add(ttl);
+    let url = signer
+        .url(
+            &base_url.unwrap_or_else(|| server::public_base_url(&config)),
+            stream,
+            target,
+            expires,
+            client_ip,
+        )
+        .context("the active signing key is missing from playback.signing_keys")?;
+    println!("{url}");
+    Ok(())
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {

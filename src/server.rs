@@ -10,6 +10,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::config::secrets::{Secrets, SecretsError};
+use crate::control::catalog::{Catalog, CatalogError};
+use crate::deliver::token::Signer;
 use crate::live::Registry;
 use crate::transcode::{self, Backend};
 
@@ -24,6 +27,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     Transcode(#[from] transcode::TranscodeError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error("encoder backend `{backend}` ({file}) needs elements this box lacks: {missing}")]
     MissingElements {
         backend: String,
@@ -79,8 +86,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let secrets = Secrets::load_or_create(&config)?;
+    let catalog = Arc::new(Catalog::load(&config)?);
     let registry = Arc::new(Registry::new(
         config.clone(),
+        catalog,
         backend.clone(),
         shutdown.clone(),
         tasks.clone(),
@@ -92,10 +102,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown.clone(),
         tasks.clone(),
     ));
+    let signer = Signer::from_secrets(&secrets, &config.playback);
     tasks.spawn(crate::deliver::serve(
         http,
         config.clone(),
         registry,
+        signer,
         shutdown.clone(),
         tasks.clone(),
     ));
@@ -108,6 +120,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// The base URL players reach this server at: `server.public_url`, or the
+/// HTTP listen address (a wildcard address becomes `127.0.0.1`).
+pub fn public_base_url(config: &Config) -> String {
+    let public = config.server.public_url.trim_end_matches('/');
+    if !public.is_empty() {
+        return public.to_string();
+    }
+    let mut addr = config.server.http_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {

@@ -5,6 +5,7 @@
 //! start-up; nothing here is consulted at request time except through the
 //! validated [`Config`] value the other stages are handed.
 
+pub mod secrets;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub struct Config {
     pub package: PackageSettings,
     pub playback: PlaybackSettings,
     pub thumbnails: ThumbnailSettings,
+    pub api: ApiSettings,
     /// Streams that may publish, each with its secret key.
     pub streams: Vec<StreamSettings>,
     /// Where the file was read from; relative paths resolve against its folder.
@@ -110,7 +112,7 @@ impl Default for IngestSettings {
 }
 
 /// One rung of the adaptive bitrate ladder.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rung {
     /// Rendition name, used in URLs: lowercase letters, digits, `-`, `_`.
@@ -193,6 +195,27 @@ pub struct PlaybackSettings {
     pub playlist_max_age_secs: u32,
     /// `Cache-Control: max-age` for segments, in seconds.
     pub segment_max_age_secs: u32,
+    /// Refuse playback URLs without a valid signed token.
+    pub require_signed_urls: bool,
+    /// Keys that sign playback tokens. Empty: one is generated and kept in
+    /// `data_dir/secrets.json`.
+    pub signing_keys: Vec<SigningKeySettings>,
+    /// Which key signs new URLs; empty means the first.
+    pub signing_key_id: String,
+    /// Lifetime of URLs printed by `bigfoot sign` and minted by the API.
+    pub default_ttl_secs: u64,
+    /// Tolerated clock difference when checking expiry, in seconds.
+    pub clock_leeway_secs: u64,
+}
+
+/// A playback signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeySettings {
+    /// Short name written into tokens: lowercase letters, digits, - and _.
+    pub id: String,
+    /// At least 32 bytes.
+    pub secret: String,
 }
 
 impl Default for PlaybackSettings {
@@ -201,6 +224,49 @@ impl Default for PlaybackSettings {
             cors_origins: vec!["*".into()],
             playlist_max_age_secs: 1,
             segment_max_age_secs: 3600,
+            require_signed_urls: false,
+            signing_keys: Vec::new(),
+            signing_key_id: String::new(),
+            default_ttl_secs: 3600,
+            clock_leeway_secs: 30,
+        }
+    }
+}
+
+/// The control API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub enabled: bool,
+    /// HS256 secret for API tokens (`bigfoot token`). Empty: one is
+    /// generated and kept in `data_dir/secrets.json`.
+    pub jwt_secret: String,
+    /// JWKS file of an identity provider whose RS256/ES256 tokens are also
+    /// accepted (relative to this file). Empty: none.
+    pub jwks_file: PathBuf,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` (or Cognito `client_id`) claim.
+    pub audience: String,
+    /// Requests per minute per token subject and per client address.
+    pub rate_limit_per_minute: u32,
+    /// Origins allowed to call the API from a browser.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            jwt_secret: String::new(),
+            jwks_file: PathBuf::new(),
+            issuer: "bigfoot".into(),
+            audience: "bigfoot-api".into(),
+            rate_limit_per_minute: 600,
+            cors_origins: vec!["*".into()],
+            max_body_bytes: 64 * 1024,
         }
     }
 }

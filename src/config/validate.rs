@@ -104,6 +104,36 @@ impl Config {
                 format!("{} must be even and within 16 to 3840", thumbs.width),
             ));
         }
+        for (i, key) in self.playback.signing_keys.iter().enumerate() {
+            if !is_valid_name(&key.id) {
+                return Err(bad(
+                    &format!("playback.signing_keys[{i}].id"),
+                    format!("`{}` must be lowercase letters, digits, - or _", key.id),
+                ));
+            }
+            if key.secret.len() < 32 {
+                return Err(bad(
+                    &format!("playback.signing_keys[{i}].secret"),
+                    "must be at least 32 bytes".into(),
+                ));
+            }
+        }
+        let active = &self.playback.signing_key_id;
+        if !active.is_empty() && !self.playback.signing_keys.iter().any(|k| &k.id == active) {
+            return Err(bad(
+                "playback.signing_key_id",
+                format!("no key in playback.signing_keys has id `{active}`"),
+            ));
+        }
+        if !self.api.jwt_secret.is_empty() && self.api.jwt_secret.len() < 32 {
+            return Err(bad("api.jwt_secret", "must be at least 32 bytes".into()));
+        }
+        if self.api.rate_limit_per_minute == 0 {
+            return Err(bad(
+                "api.rate_limit_per_minute",
+                "must be at least 1".into(),
+            ));
+        }
         let ingest = &self.ingest;
         if !is_valid_name(&ingest.app) {
             return Err(bad(

@@ -7,5 +7,6 @@
 mod respond;
 pub mod route;
 mod server;
+pub mod token;
 
 pub use server::serve;

@@ -41,6 +41,55 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// The stream a route serves, if it is a playback route.
+    pub fn stream(&self) -> Option<&str> {
+        match self {
+            Self::Health | Self::Ready | Self::Time => None,
+            Self::Master { stream }
+            | Self::Dash { stream }
+            | Self::Thumbnail { stream }
+            | Self::Media { stream, .. }
+            | Self::Init { stream, .. }
+            | Self::Segment { stream, .. } => Some(stream),
+        }
+    }
+}
+
+/// A playback path, with the token prefix split off when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed<'a> {
+    pub token: Option<&'a str>,
+    pub route: Route,
+}
+
+/// Maps a path that may start with `/p/{token}` to its route.
+pub fn signed_route(path: &str) -> Result<Signed<'_>, RouteError> {
+    let Some(rest) = path.strip_prefix("/p/") else {
+        return route(path).map(|route| Signed { token: None, route });
+    };
+    let (token, inner) = rest.split_at(rest.find('/').ok_or(RouteError::NotFound)?);
+    if token.is_empty() || token.len() > super::token::MAX_TOKEN_LEN {
+        return Err(RouteError::BadPath);
+    }
+    let route = route(inner)?;
+    if route.stream().is_none() {
+        return Err(RouteError::NotFound);
+    }
+    check_alphabet(token)?;
+    Ok(Signed {
+        token: Some(token),
+        route,
+    })
+}
+
+fn check_alphabet(text: &str) -> Result<(), RouteError> {
+    let ok = text
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(RouteError::BadPath) }
+}
+
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteError {
@@ -174,6 +223,23 @@ mod tests {
             })
         );
         assert_eq!(route("/time"), Ok(Route::Time));
+    }
+
+    #[test]
+    fn token_prefix_is_split_off() {
+        let signed = signed_route("/p/k1.99.p.0a0b0c0d.ff/live/demo/360p/7.m4s").expect("ok");
+        assert_eq!(signed.token, Some("k1.99.p.0a0b0c0d.ff"));
+        assert_eq!(signed.route.stream(), Some("demo"));
+        assert_eq!(signed_route("/p/tok/healthz"), Err(RouteError::NotFound));
+        assert_eq!(
+            signed_route("/p//live/demo/master.m3u8"),
+            Err(RouteError::BadPath)
+        );
+        assert_eq!(
+            signed_route("/p/a%2f/live/demo/master.m3u8"),
+            Err(RouteError::BadPath)
+        );
+        assert_eq!(signed_route("/p/tok"), Err(RouteError::NotFound));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The hyper server: accept loop, per-request handling, graceful close.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::respond::{self, Body, JPEG, JSON, M3U8, MPD};
-use super::route::{Route, RouteError, route};
+use super::route::{Route, RouteError, signed_route};
+use super::token::{Scope, Signer, TokenError, unix_now};
 use crate::config::Config;
 use crate::live::Registry;
 use crate::package::isobmff::TrackKind;
@@ -27,6 +29,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 struct Delivery {
     config: Arc<Config>,
     registry: Arc<Registry>,
+    signer: Signer,
 }
 
 /// Serves HTTP until `shutdown` is cancelled, then lets requests finish.
@@ -34,10 +37,15 @@ pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
     registry: Arc<Registry>,
+    signer: Signer,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let delivery = Arc::new(Delivery { config, registry });
+    let delivery = Arc::new(Delivery {
+        config,
+        registry,
+        signer,
+    });
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -58,7 +66,7 @@ pub async fn serve(
             async move {
                 let service = service_fn(move |request| {
                     let delivery = delivery.clone();
-                    async move { Ok::<_, Infallible>(delivery.handle(request)) }
+                    async move { Ok::<_, Infallible>(delivery.handle(request, peer)) }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -83,10 +91,12 @@ pub async fn serve(
 }
 
 impl Delivery {
-    fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let mut response = match *request.method() {
-            Method::GET | Method::HEAD => self.get(request.uri().path(), request.headers()),
+            Method::GET | Method::HEAD => {
+                self.get(request.uri().path(), request.headers(), peer.ip())
+            }
             Method::OPTIONS => respond::preflight(),
             _ => respond::error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -98,9 +108,21 @@ impl Delivery {
         response
     }
 
-    fn get(&self, path: &str, headers: &http::HeaderMap) -> Response<Body> {
-        let route = match route(path) {
-            Ok(route) => route,
+    fn get(&self, path: &str, headers: &http::HeaderMap, client: IpAddr) -> Response<Body> {
+        let route = match signed_route(path) {
+            Ok(signed) => match self.authorize(signed.token, &signed.route, client) {
+                Ok(()) => signed.route,
+                Err(Refusal::SignatureRequired) => {
+                    return respond::error(
+                        StatusCode::FORBIDDEN,
+                        "SIGNATURE_REQUIRED",
+                        "playback needs a signed URL (see `bigfoot sign`)",
+                    );
+                }
+                Err(Refusal::Token(e)) => {
+                    return respond::error(StatusCode::FORBIDDEN, e.code(), &e.to_string());
+                }
+            },
             Err(RouteError::BadPath) => {
                 return respond::error(StatusCode::BAD_REQUEST, "BAD_PATH", "malformed path");
             }
@@ -214,6 +236,29 @@ impl Delivery {
 }
 
 impl Delivery {
+    /// Checks a playback route's token; unsigned playback only when the
+    /// config allows it.
+    fn authorize(&self, token: Option<&str>, route: &Route, client: IpAddr) -> Result<(), Refusal> {
+        let Some(stream) = route.stream() else {
+            return Ok(());
+        };
+        let Some(token) = token else {
+            if self.config.playback.require_signed_urls {
+                return Err(Refusal::SignatureRequired);
+            }
+            return Ok(());
+        };
+        match self.signer.verify(token, stream, unix_now(), client) {
+            Ok(Scope::Playback) => Ok(()),
+            Ok(Scope::Thumbnail) if matches!(route, Route::Thumbnail { .. }) => Ok(()),
+            Ok(Scope::Thumbnail) => Err(Refusal::Token(TokenError::WrongScope)),
+            Err(e) => {
+                debug!(stream, code = e.code(), "playback token refused");
+                Err(Refusal::Token(e))
+            }
+        }
+    }
+
     /// Absolute URL of the clock endpoint as this client reaches the server.
     fn clock_url(&self, headers: &http::HeaderMap) -> String {
         let public = self.config.server.public_url.trim_end_matches('/');
@@ -249,6 +294,12 @@ fn clock_now() -> String {
         .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Why a playback request was not authorised.
+enum Refusal {
+    SignatureRequired,
+    Token(TokenError),
 }
 
 fn starting_or_not_found(stream: &str, live: bool) -> Response<Body> {

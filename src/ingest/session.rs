@@ -266,7 +266,9 @@ impl Connection<'_> {
                 warn!(reason = %refusal, "publish refused");
                 self.closing = true;
                 let code = match refusal {
-                    PublishRefusal::UnknownKey => "NetStream.Publish.Denied",
+                    PublishRefusal::UnknownKey | PublishRefusal::Disabled(_) => {
+                        "NetStream.Publish.Denied"
+                    }
                     PublishRefusal::Busy(_) => "NetStream.Publish.BadName",
                     PublishRefusal::ShuttingDown => "NetStream.Publish.Failed",
                 };

@@ -113,6 +113,7 @@ mod tests {
             segments,
         };
         StreamSnapshot {
+            status: Default::default(),
             live: true,
             master: Some(Bytes::from_static(b"#EXTM3U\n")),
             dash: None,

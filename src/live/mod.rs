@@ -7,6 +7,7 @@
 //! Other parts talk to it only through [`Registry`] and [`Publisher`].
 
 mod manifests;
+mod meter;
 mod mirror;
 mod registry;
 mod snapshot;
@@ -16,7 +17,9 @@ mod stream;
 use bytes::Bytes;
 
 pub use registry::{PublishRefusal, Publisher, Registry};
-pub use snapshot::{RenditionSnapshot, StreamSnapshot};
+pub use snapshot::{
+    IngestStatus, RenditionSnapshot, RenditionStatus, StreamSnapshot, StreamStatus,
+};
 
 use crate::ingest::avc::AvcConfig;
 

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::stream::{Command, StreamTask};
 use super::{MediaPacket, StreamSnapshot};
 use crate::config::Config;
+use crate::control::catalog::Catalog;
 use crate::transcode::Backend;
 
 /// Commands queued per stream before a publisher waits.
@@ -25,6 +26,8 @@ const JOIN_ATTEMPTS: usize = 3;
 pub enum PublishRefusal {
     #[error("unknown stream key")]
     UnknownKey,
+    #[error("stream `{0}` is disabled")]
+    Disabled(String),
     #[error("stream `{0}` already has a live publisher")]
     Busy(String),
     #[error("the server is shutting down")]
@@ -44,6 +47,7 @@ pub(super) type StreamMap = DashMap<String, StreamHandle>;
 pub struct Registry {
     streams: Arc<StreamMap>,
     config: Arc<Config>,
+    catalog: Arc<Catalog>,
     backend: Arc<Backend>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -65,6 +69,7 @@ pub struct Publisher {
 impl Registry {
     pub fn new(
         config: Arc<Config>,
+        catalog: Arc<Catalog>,
         backend: Arc<Backend>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -72,6 +77,7 @@ impl Registry {
         Self {
             streams: Arc::new(DashMap::new()),
             config,
+            catalog,
             backend,
             shutdown,
             tasks,
@@ -96,12 +102,21 @@ impl Registry {
         key: &str,
         peer: SocketAddr,
     ) -> Result<Publisher, PublishRefusal> {
-        let stream = self
-            .config
-            .stream_for_key(key)
-            .ok_or(PublishRefusal::UnknownKey)?
-            .name
-            .clone();
+        let record = self
+            .catalog
+            .resolve_key(key)
+            .ok_or(PublishRefusal::UnknownKey)?;
+        if !record.enabled {
+            return Err(PublishRefusal::Disabled(record.name));
+        }
+        let mut transcode = self.config.transcode.clone();
+        if let Some(ladder) = record.ladder {
+            transcode.ladder = ladder;
+        }
+        if let Some(passthrough) = record.passthrough {
+            transcode.passthrough = passthrough;
+        }
+        let stream = record.name;
         for _ in 0..JOIN_ATTEMPTS {
             if self.shutdown.is_cancelled() {
                 return Err(PublishRefusal::ShuttingDown);
@@ -114,6 +129,7 @@ impl Registry {
                 publisher: id,
                 peer,
                 kicked: kicked.clone(),
+                transcode: transcode.clone(),
                 reply,
             };
             if handle.commands.send(join).await.is_err() {
@@ -137,6 +153,28 @@ impl Registry {
             }
         }
         Err(PublishRefusal::ShuttingDown)
+    }
+
+    /// Disconnects a stream's publisher now; false if it has none.
+    pub async fn disconnect(&self, stream: &str) -> bool {
+        let Some(handle) = self.streams.get(stream).map(|h| h.clone()) else {
+            return false;
+        };
+        let (reply, answer) = oneshot::channel();
+        if handle
+            .commands
+            .send(Command::Disconnect { reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// The catalog of streams that may publish.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     fn handle_for(&self, stream: &str) -> StreamHandle {

@@ -9,6 +9,7 @@ use crate::package::isobmff::TrackKind;
 /// Everything a player can fetch for a stream at one moment.
 #[derive(Debug, Default)]
 pub struct StreamSnapshot {
+    pub status: StreamStatus,
     /// Whether a publisher is sending now.
     pub live: bool,
     /// The master playlist, once every rendition has a segment.
@@ -27,4 +28,46 @@ pub struct RenditionSnapshot {
     pub playlist: Bytes,
     pub inits: HashMap<u32, Bytes>,
     pub segments: HashMap<u64, Bytes>,
+}
+
+/// What the control API reports about a stream.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStatus {
+    pub live: bool,
+    /// Address of the current publisher.
+    pub publisher: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub live_since: Option<time::OffsetDateTime>,
+    pub ingest: IngestStatus,
+    pub renditions: Vec<RenditionStatus>,
+    /// Encoder backend of the transcoded renditions.
+    pub encoder: String,
+    pub last_error: Option<String>,
+}
+
+/// The publisher's media, as received.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestStatus {
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
+    pub bitrate_kbps: Option<u64>,
+}
+
+/// One rendition as it is being produced.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenditionStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub codec: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub bandwidth: u64,
+    /// `passthrough`, `copy` (audio) or the encoder backend.
+    pub encoder: String,
 }

@@ -16,11 +16,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::MediaPacket;
 use super::manifests::{self, MpdContext, RenditionOutput, SessionPeriod};
+use super::meter::IngestMeter;
 use super::mirror::Mirror;
 use super::registry::{PublishRefusal, StreamMap};
-use super::snapshot::{RenditionSnapshot, StreamSnapshot};
+use super::snapshot::{
+    IngestStatus, RenditionSnapshot, RenditionStatus, StreamSnapshot, StreamStatus,
+};
 use super::state::{self, PersistedState};
-use crate::config::{Config, DuplicatePolicy};
+use crate::config::{Config, DuplicatePolicy, TranscodeSettings};
 use crate::package::hls;
 use crate::package::isobmff::{FragmentInfo, TrackKind};
 use crate::package::window::RenditionWindow;
@@ -39,7 +42,13 @@ pub(super) enum Command {
         publisher: u64,
         peer: SocketAddr,
         kicked: CancellationToken,
+        /// The stream's transcode settings with its overrides applied.
+        transcode: TranscodeSettings,
         reply: oneshot::Sender<Result<(), PublishRefusal>>,
+    },
+    /// Disconnect the publisher now; answers whether there was one.
+    Disconnect {
+        reply: oneshot::Sender<bool>,
     },
     Media {
         publisher: u64,
@@ -59,6 +68,7 @@ struct ActivePublisher {
 /// One publish session: from the first packet to the pipeline's end.
 struct Session {
     generation: u64,
+    transcode: TranscodeSettings,
     tracks: TrackSet,
     pending: Vec<MediaPacket>,
     wait_until: Option<Instant>,
@@ -92,6 +102,9 @@ pub(super) struct StreamTask {
     /// Publish sessions with segments still in the window, oldest first.
     periods: Vec<SessionPeriod>,
     thumbnail: Option<Bytes>,
+    meter: IngestMeter,
+    ingest: IngestStatus,
+    last_error: Option<String>,
     generation: u64,
     persisted: PersistedState,
     release_at: Option<Instant>,
@@ -140,6 +153,9 @@ impl StreamTask {
             availability_start: None,
             periods: Vec::new(),
             thumbnail: None,
+            meter: IngestMeter::new(Instant::now()),
+            ingest: IngestStatus::default(),
+            last_error: None,
             generation: 0,
             persisted,
             release_at: None,
@@ -201,10 +217,23 @@ impl StreamTask {
                 publisher,
                 peer,
                 kicked,
+                transcode,
                 reply,
             } => {
-                let answer = self.join(publisher, peer, kicked);
+                let answer = self.join(publisher, peer, kicked, transcode);
                 let _ = reply.send(answer);
+            }
+            Command::Disconnect { reply } => {
+                let had = match self.publisher.take() {
+                    Some(active) => {
+                        info!(peer = %active.peer, "publisher disconnected by the API");
+                        active.kicked.cancel();
+                        self.end_session();
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(had);
             }
             Command::Media { publisher, packet } => {
                 if self.publisher.as_ref().is_some_and(|p| p.id == publisher) {
@@ -225,6 +254,7 @@ impl StreamTask {
         id: u64,
         peer: SocketAddr,
         kicked: CancellationToken,
+        transcode: TranscodeSettings,
     ) -> Result<(), PublishRefusal> {
         if let Some(current) = &self.publisher {
             match self.config.ingest.on_duplicate {
@@ -246,9 +276,12 @@ impl StreamTask {
         self.generation += 1;
         self.release_at = None;
         self.thumbnail = None;
+        self.ingest = IngestStatus::default();
+        self.meter = IngestMeter::new(Instant::now());
         self.publisher = Some(ActivePublisher { id, peer, kicked });
         self.session = Some(Session {
             generation: self.generation,
+            transcode,
             tracks: TrackSet::default(),
             pending: Vec::new(),
             wait_until: None,
@@ -263,6 +296,9 @@ impl StreamTask {
     }
 
     fn on_media(&mut self, packet: MediaPacket) {
+        if self.measure(&packet) {
+            self.publish_snapshot();
+        }
         let Some(session) = self.session.as_mut() else {
             return;
         };
@@ -287,6 +323,30 @@ impl StreamTask {
         }
     }
 
+    /// Updates the ingest figures; true when new rates are ready.
+    fn measure(&mut self, packet: &MediaPacket) -> bool {
+        let now = Instant::now();
+        match packet {
+            MediaPacket::VideoConfig(config) => {
+                self.ingest.video_codec = Some(format!(
+                    "avc1.{:02X}{:02X}{:02X}",
+                    config.profile,
+                    config.record.get(2).copied().unwrap_or(0),
+                    config.level
+                ));
+                self.ingest.width = Some(config.width);
+                self.ingest.height = Some(config.height);
+                false
+            }
+            MediaPacket::AudioConfig(_) => {
+                self.ingest.audio_codec = Some("aac".into());
+                false
+            }
+            MediaPacket::Video { data, .. } => self.meter.count(now, data.len(), true),
+            MediaPacket::Audio { data, .. } => self.meter.count(now, data.len(), false),
+        }
+    }
+
     fn start_pipeline(&mut self) {
         let Some(session) = self.session.as_mut() else {
             return;
@@ -296,7 +356,7 @@ impl StreamTask {
             warn!("publisher sent media without any decoder configuration");
             return;
         }
-        let renditions = plan::plan(&self.config.transcode, &session.tracks);
+        let renditions = plan::plan(&session.transcode, &session.tracks);
         let settings = PipelineSettings {
             backend: &self.backend,
             segment: self.config.segment_duration(),
@@ -317,6 +377,7 @@ impl StreamTask {
             Ok(pipeline) => pipeline,
             Err(e) => {
                 warn!(error = %e, "cannot start the pipeline; disconnecting the publisher");
+                self.last_error = Some(format!("pipeline did not start: {e}"));
                 if let Some(p) = self.publisher.take() {
                     p.kicked.cancel();
                 }
@@ -428,6 +489,7 @@ impl StreamTask {
             }
             PipelineEvent::Error(message) => {
                 warn!(error = %message, "pipeline failed; ending the publish session");
+                self.last_error = Some(format!("pipeline failed: {message}"));
                 if let Some(p) = self.publisher.take() {
                     p.kicked.cancel();
                 }
@@ -591,6 +653,7 @@ impl StreamTask {
         }
         self.forget_old_periods();
         let snapshot = StreamSnapshot {
+            status: self.status(),
             live: self.publisher.is_some(),
             master: manifests::master_playlist(&self.plan, &self.outputs).map(Bytes::from),
             dash: self.dash_manifest(),
@@ -626,6 +689,48 @@ impl StreamTask {
             order,
         };
         manifests::dash_manifest(&ctx, &self.outputs)
+    }
+
+    fn status(&self) -> StreamStatus {
+        let mut ingest = self.ingest.clone();
+        ingest.bitrate_kbps = self.meter.bitrate_kbps;
+        ingest.fps = self.meter.fps;
+        let renditions = self
+            .plan
+            .iter()
+            .filter_map(|plan| {
+                let out = self.outputs.get(&plan.name)?;
+                let init = out.window.current_init();
+                let info = init.as_ref().map(|i| &i.info);
+                let video = plan.is_video();
+                Some(RenditionStatus {
+                    name: plan.name.clone(),
+                    kind: if video { "video" } else { "audio" },
+                    codec: info.map(|i| i.codec.clone()).unwrap_or_default(),
+                    width: info.filter(|_| video).map(|i| i.width),
+                    height: info.filter(|_| video).map(|i| i.height),
+                    bandwidth: out.window.peak_bitrate(),
+                    encoder: match plan.kind {
+                        RenditionKind::Transcoded { .. } => self.backend.name.clone(),
+                        RenditionKind::Passthrough => "passthrough".into(),
+                        RenditionKind::Audio => "copy".into(),
+                    },
+                })
+            })
+            .collect();
+        StreamStatus {
+            live: self.publisher.is_some(),
+            publisher: self.publisher.as_ref().map(|p| p.peer.to_string()),
+            live_since: self
+                .publisher
+                .as_ref()
+                .and(self.session.as_ref())
+                .and_then(|s| s.started_at),
+            ingest,
+            renditions,
+            encoder: self.backend.name.clone(),
+            last_error: self.last_error.clone(),
+        }
     }
 
     /// Drops periods of past sessions none of whose segments are in any
