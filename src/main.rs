@@ -1,5 +1,6 @@
 //! The `bigfoot` command line: `serve` and `check`.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -183,14 +184,22 @@ fn sign(
             client_ip,
         )
         .context("the active signing key is missing from playback.signing_keys")?;
-    println!("{url}");
+    print_out(&format!("{url}\n"));
     Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    println!("config {}: valid", path.display());
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(out, "config {}: valid", path.display());
+    let _ = writeln!(
+        out,
         "streams: {}",
         config
             .streams
@@ -201,7 +210,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     );
     transcode::init()?;
     let backend = Backend::load(&config.pipelines_dir(), &config.transcode.encoder)?;
-    println!(
+    let _ = writeln!(
+        out,
         "encoder backend: {} ({})",
         backend.name, backend.description
     );
@@ -215,9 +225,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     factories.dedup();
     for factory in &factories {
         let found = gst::ElementFactory::find(factory).is_some();
-        println!("  {factory:<14} {}", if found { "ok" } else { "MISSING" });
+        let _ = writeln!(out, "  {factory:<14} {}", if found { "ok" } else { "MISSING" });
     }
+    print_out(&out);
     server::load_backend(&config)?;
-    println!("ready to serve");
+    print_out("ready to serve\n");
     Ok(())
 }
