@@ -683,6 +683,63 @@ fn reconnect_within_grace_continues_stream() {
     wait_for_endlist(&server.media_url("cam1", "source"));
 }
 
+/// A second publisher on a live key takes the stream over (the default
+/// policy): the first is disconnected, the stream goes on in the same
+/// playlists with a discontinuity, and it never ends in between.
+#[test]
+fn second_publisher_takes_over_the_stream() {
+    let server = ServerConfig::passthrough_only().start();
+    let url = server.rtmp_url("secretkey1");
+    let mut first = publish_ffmpeg(&url, 30.0, 640, 360);
+    let media_url = server.media_url("cam1", "source");
+    let before = wait_until(
+        "two segments from the first publisher",
+        READY_TIMEOUT,
+        || {
+            let playlist = fetch_media(&media_url)?;
+            anyhow::ensure!(
+                playlist.segments.len() >= 2,
+                "{} segments",
+                playlist.segments.len()
+            );
+            Ok(last_sequence(&playlist).unwrap_or_default())
+        },
+    );
+
+    let mut second = publish_ffmpeg(&url, 8.0, 640, 360);
+    let status = first
+        .wait_timeout(Duration::from_secs(15))
+        .expect("the first publisher is disconnected by the takeover");
+    assert!(
+        !status.success(),
+        "the first publisher's push should fail, got {status}"
+    );
+
+    let playlist = wait_until("segments from the second publisher", READY_TIMEOUT, || {
+        let playlist = fetch_media(&media_url)?;
+        let last = last_sequence(&playlist).unwrap_or_default();
+        anyhow::ensure!(
+            last > before + 1,
+            "last segment {last}, {before} before the takeover"
+        );
+        Ok(playlist)
+    });
+    assert!(
+        !playlist.end_list,
+        "the stream must not end during a takeover"
+    );
+    let discontinuities = playlist.segments.iter().filter(|s| s.discontinuity).count();
+    assert_eq!(
+        discontinuities, 1,
+        "one discontinuity marks the takeover: {playlist:?}"
+    );
+    second.wait_success(Duration::from_secs(30));
+    assert!(
+        server.logs().contains("publisher taken over"),
+        "the takeover is logged"
+    );
+}
+
 /// `check` and `serve` reject a broken config, naming the key and the file.
 #[test]
 fn broken_config_names_key_and_file() {

@@ -275,6 +275,9 @@ impl StreamTask {
         }
         self.generation += 1;
         self.release_at = None;
+        // Until the new session's renditions have segments, the master
+        // playlist answers "starting" rather than list the old session's.
+        self.plan.clear();
         self.thumbnail = None;
         self.ingest = IngestStatus::default();
         self.meter = IngestMeter::new(Instant::now());
@@ -429,9 +432,10 @@ impl StreamTask {
                         session_starts: Vec::new(),
                     }
                 });
-            if output.window.segments().next().is_some() {
-                output.window.resume();
-            }
+            // A new session is a new timeline: whatever came before (an
+            // ended session, or one a takeover cut short) is a discontinuity.
+            output.window.resume();
+            output.window.mark_discontinuity();
         }
         self.publish_snapshot();
     }
