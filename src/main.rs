@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use bigfoot::config::Config;
 use bigfoot::config::secrets::Secrets;
+use bigfoot::control::auth::{self, Role};
 use bigfoot::deliver::token::{Signer, Target, unix_now};
 use bigfoot::server;
-use bigfoot::transcode::{self, Backend};
+use bigfoot::transcode::{self, select};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -64,6 +65,20 @@ enum Command {
         #[arg(long)]
         base_url: Option<String>,
     },
+    /// Print an HS256 token for the control API (for operators and tests).
+    Token {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// `admin`, `operator` or `viewer`.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The token's subject (`sub`): who it is for.
+        #[arg(long, default_value = "bigfoot-cli")]
+        subject: String,
+    },
     /// Validate a config file and report the GStreamer elements it uses.
     Check {
         #[arg(long, default_value = "config.toml")]
@@ -95,6 +110,12 @@ fn main() -> ExitCode {
                 serve(config)
             }),
         Command::Check { config } => check(&config),
+        Command::Token {
+            config,
+            role,
+            ttl,
+            subject,
+        } => token(&config, role, ttl, &subject),
         Command::Sign {
             config,
             stream,
@@ -188,6 +209,28 @@ fn sign(
     Ok(())
 }
 
+fn parse_role(name: &str) -> Result<Role, String> {
+    Role::from_name(name).ok_or_else(|| format!("`{name}` is not admin, operator or viewer"))
+}
+
+fn token(path: &std::path::Path, role: Role, ttl: u64, subject: &str) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if subject.is_empty() {
+        anyhow::bail!("--subject must not be empty");
+    }
+    let secrets = Secrets::load_or_create(&config)?;
+    let token = auth::mint(
+        &config.api,
+        &secrets.jwt_secret,
+        role,
+        subject,
+        unix_now(),
+        ttl,
+    )?;
+    print_out(&format!("{token}\n"));
+    Ok(())
+}
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 fn print_out(text: &str) {
     use std::io::Write as _;
@@ -209,26 +252,27 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             .join(", ")
     );
     transcode::init()?;
-    let backend = Backend::load(&config.pipelines_dir(), &config.transcode.encoder)?;
-    let _ = writeln!(
-        out,
-        "encoder backend: {} ({})",
-        backend.name, backend.description
-    );
-    let mut factories: Vec<String> = backend.all_elements().map(|e| e.factory.clone()).collect();
-    factories.extend(
-        transcode::pipeline::FIXED_ELEMENTS
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    factories.sort();
-    factories.dedup();
-    for factory in &factories {
-        let found = gst::ElementFactory::find(factory).is_some();
-        let _ = writeln!(out, "  {factory:<14} {}", if found { "ok" } else { "MISSING" });
-    }
+    let dir = config.pipelines_dir();
+    let reports = select::survey(&dir, &server::probe_settings(&config));
+    out.push_str(&select::describe(&dir, &reports));
+    let missing: Vec<&str> = transcode::pipeline::FIXED_ELEMENTS
+        .iter()
+        .copied()
+        .filter(|f| gst::ElementFactory::find(f).is_none())
+        .collect();
+    let _ = match missing.as_slice() {
+        [] => writeln!(out, "pipeline elements: ok"),
+        _ => writeln!(out, "pipeline elements: MISSING {}", missing.join(", ")),
+    };
+    let t = &config.transcode;
+    let fallback = if t.fallback { "on" } else { "off" };
+    let _ = writeln!(out, "configured encoder: {} (fallback {fallback})", t.encoder);
     print_out(&out);
-    server::load_backend(&config)?;
+    let choice = server::load_backend(&config)?;
+    print_out(&format!(
+        "encoder in use: {} ({})\n",
+        choice.backend.name, choice.backend.description
+    ));
     print_out("ready to serve\n");
     Ok(())
 }

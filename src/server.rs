@@ -12,9 +12,11 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::config::secrets::{Secrets, SecretsError};
 use crate::control::catalog::{Catalog, CatalogError};
+use crate::control::{Control, ControlError};
 use crate::deliver::token::Signer;
 use crate::live::Registry;
-use crate::transcode::{self, Backend};
+use crate::transcode::select::{self, ProbeSettings};
+use crate::transcode::{self, EncoderChoice};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +33,10 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    #[error("encoder backend `{backend}` ({file}) needs elements this box lacks: {missing}")]
-    MissingElements {
-        backend: String,
-        file: String,
-        missing: String,
-    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("the encoder probe did not finish: {0}")]
+    Probe(String),
     #[error("cannot create data directory {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
 }
@@ -47,26 +47,40 @@ pub struct RunningServer {
     pub http_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    control: Arc<Control>,
 }
 
-/// Loads the configured encoder backend and checks its elements exist.
-pub fn load_backend(config: &Config) -> Result<Backend, StartError> {
-    let backend = Backend::load(&config.pipelines_dir(), &config.transcode.encoder)?;
-    let missing = backend.missing_elements();
-    if !missing.is_empty() {
-        return Err(StartError::MissingElements {
-            backend: backend.name.clone(),
-            file: backend.source.display().to_string(),
-            missing: missing.join(", "),
-        });
+/// Chooses the encoder backend (`transcode.encoder`, `transcode.fallback`):
+/// its elements must exist and a probe through it must succeed. Blocks for
+/// the probes, a fraction of a second per backend tried.
+pub fn load_backend(config: &Config) -> Result<EncoderChoice, StartError> {
+    let t = &config.transcode;
+    let choice = select::choose(
+        &config.pipelines_dir(),
+        &t.encoder,
+        t.fallback,
+        &probe_settings(config),
+    )?;
+    Ok(choice)
+}
+
+/// The values encoder probes use, from the config.
+pub fn probe_settings(config: &Config) -> ProbeSettings {
+    ProbeSettings {
+        segment: config.segment_duration(),
+        x264_preset: config.transcode.x264_preset.clone(),
+        timeout: select::PROBE_TIMEOUT,
     }
-    Ok(backend)
 }
 
 /// Binds the listeners and starts every stage.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     transcode::init()?;
-    let backend = Arc::new(load_backend(&config)?);
+    let probe_config = config.clone();
+    let encoders = tokio::task::spawn_blocking(move || load_backend(&probe_config))
+        .await
+        .map_err(|e| StartError::Probe(e.to_string()))??;
+    let encoders = Arc::new(encoders);
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
         dir: data_dir.display().to_string(),
@@ -91,10 +105,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let registry = Arc::new(Registry::new(
         config.clone(),
         catalog,
-        backend.clone(),
+        encoders.clone(),
         shutdown.clone(),
         tasks.clone(),
     ));
+    let signer = Signer::from_secrets(&secrets, &config.playback);
+    let control = Arc::new(Control::new(
+        config.clone(),
+        registry.clone(),
+        signer.clone(),
+        &secrets,
+        rtmp_addr,
+    )?);
     tasks.spawn(crate::ingest::serve(
         rtmp,
         config.clone(),
@@ -102,23 +124,30 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown.clone(),
         tasks.clone(),
     ));
-    let signer = Signer::from_secrets(&secrets, &config.playback);
     tasks.spawn(crate::deliver::serve(
         http,
         config.clone(),
         registry,
         signer,
+        control.clone(),
         shutdown.clone(),
         tasks.clone(),
     ));
+    control.set_ready(true);
     info!("RTMP listening on {rtmp_addr}");
     info!("HTTP listening on {http_addr}");
-    info!(encoder = %backend.name, "encoder backend ready");
+    info!(
+        encoder = %encoders.backend.name,
+        kind = encoders.backend.kind.as_str(),
+        requested = %config.transcode.encoder,
+        "encoder backend ready"
+    );
     Ok(RunningServer {
         rtmp_addr,
         http_addr,
         shutdown,
         tasks,
+        control,
     })
 }
 
@@ -145,6 +174,7 @@ impl RunningServer {
     /// waits up to `grace` for everything to finish.
     pub async fn shutdown(self, grace: Duration) {
         info!("shutting down");
+        self.control.set_ready(false);
         self.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())

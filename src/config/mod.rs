@@ -127,8 +127,12 @@ pub struct Rung {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TranscodeSettings {
-    /// Encoder backend: a file name (without `.toml`) under `pipelines_dir`.
+    /// Encoder backend: a file name (without `.toml`) under `pipelines_dir`,
+    /// or `auto` for the first one that works on this box.
     pub encoder: String,
+    /// A configured backend that does not work falls back to software
+    /// (x264, then openh264) instead of stopping start-up.
+    pub fallback: bool,
     /// Folder with the pipeline descriptions, relative to the config file.
     pub pipelines_dir: PathBuf,
     /// x264 speed preset for software encoding.
@@ -144,7 +148,8 @@ pub struct TranscodeSettings {
 impl Default for TranscodeSettings {
     fn default() -> Self {
         Self {
-            encoder: "x264".into(),
+            encoder: "auto".into(),
+            fallback: true,
             pipelines_dir: PathBuf::from("pipelines"),
             x264_preset: "veryfast".into(),
             segment_secs: 2.0,

@@ -8,5 +8,6 @@ mod respond;
 pub mod route;
 mod server;
 pub mod token;
+pub mod viewers;
 
 pub use server::serve;

@@ -12,8 +12,6 @@ const MAX_PATH_LEN: usize = 512;
 /// What a request path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Health,
-    Ready,
     /// The server's clock, for DASH players (`UTCTiming`).
     Time,
     Master {
@@ -45,7 +43,7 @@ impl Route {
     /// The stream a route serves, if it is a playback route.
     pub fn stream(&self) -> Option<&str> {
         match self {
-            Self::Health | Self::Ready | Self::Time => None,
+            Self::Time => None,
             Self::Master { stream }
             | Self::Dash { stream }
             | Self::Thumbnail { stream }
@@ -112,8 +110,6 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
     }
     let parts: Vec<&str> = path[1..].split('/').collect();
     match parts.as_slice() {
-        ["healthz"] => Ok(Route::Health),
-        ["readyz"] => Ok(Route::Ready),
         ["time"] => Ok(Route::Time),
         ["live", stream, "master.m3u8"] => Ok(Route::Master {
             stream: name(stream)?,
@@ -209,7 +205,7 @@ mod tests {
                 id: 3
             })
         );
-        assert_eq!(route("/healthz"), Ok(Route::Health));
+        assert_eq!(route("/healthz"), Err(RouteError::NotFound));
         assert_eq!(
             route("/live/demo/manifest.mpd"),
             Ok(Route::Dash {
@@ -230,7 +226,7 @@ mod tests {
         let signed = signed_route("/p/k1.99.p.0a0b0c0d.ff/live/demo/360p/7.m4s").expect("ok");
         assert_eq!(signed.token, Some("k1.99.p.0a0b0c0d.ff"));
         assert_eq!(signed.route.stream(), Some("demo"));
-        assert_eq!(signed_route("/p/tok/healthz"), Err(RouteError::NotFound));
+        assert_eq!(signed_route("/p/tok/time"), Err(RouteError::NotFound));
         assert_eq!(
             signed_route("/p//live/demo/master.m3u8"),
             Err(RouteError::BadPath)

@@ -14,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::respond::{self, Body, JPEG, JSON, M3U8, MPD};
+use super::respond::{self, Body, JPEG, M3U8, MPD};
 use super::route::{Route, RouteError, signed_route};
 use super::token::{Scope, Signer, TokenError, unix_now};
 use crate::config::Config;
+use crate::control::Control;
+use crate::control::envelope::RequestId;
 use crate::live::Registry;
 use crate::package::isobmff::TrackKind;
 
@@ -30,14 +32,17 @@ struct Delivery {
     config: Arc<Config>,
     registry: Arc<Registry>,
     signer: Signer,
+    control: Arc<Control>,
 }
 
 /// Serves HTTP until `shutdown` is cancelled, then lets requests finish.
+/// Requests for the API, health checks and metrics go to `control`.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
     registry: Arc<Registry>,
     signer: Signer,
+    control: Arc<Control>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -45,6 +50,7 @@ pub async fn serve(
         config,
         registry,
         signer,
+        control,
     });
     loop {
         let accepted = tokio::select! {
@@ -66,7 +72,7 @@ pub async fn serve(
             async move {
                 let service = service_fn(move |request| {
                     let delivery = delivery.clone();
-                    async move { Ok::<_, Infallible>(delivery.handle(request, peer)) }
+                    async move { Ok::<_, Infallible>(delivery.handle(request, peer).await) }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -91,18 +97,42 @@ pub async fn serve(
 }
 
 impl Delivery {
-    fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let response = if Control::serves(request.uri().path()) {
+            self.control.handle(request, peer).await
+        } else {
+            let request_id = RequestId::from_headers(request.headers());
+            let mut response = self.playback(request, peer);
+            request_id.stamp(&mut response);
+            response
+        };
+        let bytes = hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        self.control
+            .metrics()
+            .record_http(response.status().as_u16(), bytes);
+        response
+    }
+
+    fn playback(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let mut response = match *request.method() {
             Method::GET | Method::HEAD => {
                 self.get(request.uri().path(), request.headers(), peer.ip())
             }
             Method::OPTIONS => respond::preflight(),
-            _ => respond::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "only GET, HEAD and OPTIONS are served",
-            ),
+            _ => {
+                let mut refused = respond::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    "only GET, HEAD and OPTIONS are served",
+                );
+                refused
+                    .headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD, OPTIONS"));
+                refused
+            }
         };
         respond::cors(&mut response, origin.as_ref(), &self.config.playback);
         response
@@ -132,8 +162,6 @@ impl Delivery {
         };
         let playback = &self.config.playback;
         match route {
-            Route::Health => respond::body(r#"{"status":"ok"}"#.into(), JSON, 0),
-            Route::Ready => respond::body(r#"{"status":"ready"}"#.into(), JSON, 0),
             Route::Time => respond::body(clock_now().into(), "text/plain", 0),
             Route::Dash { stream } => {
                 let Some(snapshot) = self.registry.snapshot(&stream) else {

@@ -14,7 +14,7 @@ use super::stream::{Command, StreamTask};
 use super::{MediaPacket, StreamSnapshot};
 use crate::config::Config;
 use crate::control::catalog::Catalog;
-use crate::transcode::Backend;
+use crate::transcode::EncoderChoice;
 
 /// Commands queued per stream before a publisher waits.
 const COMMAND_QUEUE: usize = 512;
@@ -48,7 +48,7 @@ pub struct Registry {
     streams: Arc<StreamMap>,
     config: Arc<Config>,
     catalog: Arc<Catalog>,
-    backend: Arc<Backend>,
+    encoders: Arc<EncoderChoice>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     next_id: AtomicU64,
@@ -70,7 +70,7 @@ impl Registry {
     pub fn new(
         config: Arc<Config>,
         catalog: Arc<Catalog>,
-        backend: Arc<Backend>,
+        encoders: Arc<EncoderChoice>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -78,7 +78,7 @@ impl Registry {
             streams: Arc::new(DashMap::new()),
             config,
             catalog,
-            backend,
+            encoders,
             shutdown,
             tasks,
             next_id: AtomicU64::new(1),
@@ -188,7 +188,7 @@ impl Registry {
                     stream.to_string(),
                     id,
                     self.config.clone(),
-                    self.backend.clone(),
+                    self.encoders.clone(),
                     inbox,
                     snapshot.clone(),
                     self.streams.clone(),

@@ -29,7 +29,8 @@ use crate::package::isobmff::{FragmentInfo, TrackKind};
 use crate::package::window::RenditionWindow;
 use crate::transcode::pipeline::{PipelineSettings, ThumbnailSettings};
 use crate::transcode::plan::{self, RenditionKind, RenditionPlan, TrackSet};
-use crate::transcode::{Backend, LivePipeline, PipelineEvent, PipelineOutput};
+use crate::transcode::backend::BackendKind;
+use crate::transcode::{Backend, EncoderChoice, LivePipeline, PipelineEvent, PipelineOutput};
 
 /// How long a finished pipeline may take to flush its last fragments.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -68,6 +69,11 @@ struct ActivePublisher {
 /// One publish session: from the first packet to the pipeline's end.
 struct Session {
     generation: u64,
+    /// The encoder backend of the session's pipeline.
+    backend: Arc<Backend>,
+    /// After an encoder failure: source video is dropped until a keyframe
+    /// comes, so the rebuilt pipeline starts decoding cleanly.
+    awaiting_keyframe: bool,
     transcode: TranscodeSettings,
     tracks: TrackSet,
     pending: Vec<MediaPacket>,
@@ -77,6 +83,8 @@ struct Session {
     base_ms: Option<i64>,
     /// Wall-clock time of presentation time zero.
     started_at: Option<OffsetDateTime>,
+    /// When the session's first pipeline started.
+    live_since: Option<OffsetDateTime>,
     drain_until: Option<Instant>,
 }
 
@@ -84,7 +92,9 @@ pub(super) struct StreamTask {
     name: String,
     id: u64,
     config: Arc<Config>,
-    backend: Arc<Backend>,
+    encoders: Arc<EncoderChoice>,
+    /// The backend of the latest pipeline, as reported in the status.
+    encoder: Arc<Backend>,
     inbox: mpsc::Receiver<Command>,
     snapshot: Arc<ArcSwap<StreamSnapshot>>,
     streams: Arc<StreamMap>,
@@ -121,7 +131,7 @@ impl StreamTask {
         name: String,
         id: u64,
         config: Arc<Config>,
-        backend: Arc<Backend>,
+        encoders: Arc<EncoderChoice>,
         inbox: mpsc::Receiver<Command>,
         snapshot: Arc<ArcSwap<StreamSnapshot>>,
         streams: Arc<StreamMap>,
@@ -138,7 +148,8 @@ impl StreamTask {
             name,
             id,
             config,
-            backend,
+            encoder: encoders.backend.clone(),
+            encoders,
             inbox,
             snapshot,
             streams,
@@ -284,6 +295,8 @@ impl StreamTask {
         self.publisher = Some(ActivePublisher { id, peer, kicked });
         self.session = Some(Session {
             generation: self.generation,
+            backend: self.encoders.backend.clone(),
+            awaiting_keyframe: false,
             transcode,
             tracks: TrackSet::default(),
             pending: Vec::new(),
@@ -292,6 +305,7 @@ impl StreamTask {
             plan: Vec::new(),
             base_ms: None,
             started_at: None,
+            live_since: None,
             drain_until: None,
         });
         info!(peer = %peer, "publisher joined");
@@ -309,11 +323,20 @@ impl StreamTask {
             feed(pipeline, session.base_ms.unwrap_or(0), packet);
             return;
         }
+        if session.awaiting_keyframe {
+            match &packet {
+                MediaPacket::Video {
+                    keyframe: false, ..
+                } => return,
+                MediaPacket::Video { keyframe: true, .. } => session.awaiting_keyframe = false,
+                _ => {}
+            }
+        }
         match &packet {
             MediaPacket::VideoConfig(config) => session.tracks.video = Some(config.clone()),
             MediaPacket::AudioConfig(config) => session.tracks.audio = Some(config.clone()),
             _ => {
-                if session.wait_until.is_none() {
+                if session.wait_until.is_none() && !session.awaiting_keyframe {
                     let wait = Duration::from_millis(self.config.ingest.track_wait_ms);
                     session.wait_until = Some(Instant::now() + wait);
                 }
@@ -321,7 +344,8 @@ impl StreamTask {
             }
         }
         let both = session.tracks.video.is_some() && session.tracks.audio.is_some();
-        if both || session.pending.len() >= MAX_PENDING_PACKETS {
+        let ready = both && !session.awaiting_keyframe;
+        if ready || session.pending.len() >= MAX_PENDING_PACKETS {
             self.start_pipeline();
         }
     }
@@ -360,41 +384,60 @@ impl StreamTask {
             return;
         }
         let renditions = plan::plan(&session.transcode, &session.tracks);
-        let settings = PipelineSettings {
-            backend: &self.backend,
-            segment: self.config.segment_duration(),
-            x264_preset: &self.config.transcode.x264_preset,
-            generation: session.generation,
-            stream: &self.name,
-            thumbnails: self.config.thumbnails.enabled.then(|| ThumbnailSettings {
-                interval: Duration::from_secs_f64(self.config.thumbnails.interval_secs),
-                width: self.config.thumbnails.width,
-            }),
-        };
-        let pipeline = match LivePipeline::start(
-            &settings,
-            &renditions,
-            &session.tracks,
-            self.output_tx.clone(),
-        ) {
-            Ok(pipeline) => pipeline,
-            Err(e) => {
-                warn!(error = %e, "cannot start the pipeline; disconnecting the publisher");
-                self.last_error = Some(format!("pipeline did not start: {e}"));
-                if let Some(p) = self.publisher.take() {
-                    p.kicked.cancel();
-                }
-                self.session = None;
-                return;
+        let pipeline = loop {
+            let backend = session.backend.clone();
+            let settings = PipelineSettings {
+                backend: &backend,
+                segment: self.config.segment_duration(),
+                x264_preset: &self.config.transcode.x264_preset,
+                generation: session.generation,
+                stream: &self.name,
+                thumbnails: self.config.thumbnails.enabled.then(|| ThumbnailSettings {
+                    interval: Duration::from_secs_f64(self.config.thumbnails.interval_secs),
+                    width: self.config.thumbnails.width,
+                }),
+            };
+            let started = LivePipeline::start(
+                &settings,
+                &renditions,
+                &session.tracks,
+                self.output_tx.clone(),
+            );
+            let e = match started {
+                Ok(pipeline) => break pipeline,
+                Err(e) => e,
+            };
+            if let Some(fallback) = fallback_for(&backend, &self.encoders) {
+                warn!(
+                    error = %e,
+                    failed = %backend.name,
+                    encoder = %fallback.name,
+                    "hardware encoder pipeline did not start; using the software encoder"
+                );
+                self.last_error = Some(format!(
+                    "encoder `{}` did not start, now `{}`: {e}",
+                    backend.name, fallback.name
+                ));
+                session.backend = fallback;
+                continue;
             }
+            warn!(error = %e, "cannot start the pipeline; disconnecting the publisher");
+            self.last_error = Some(format!("pipeline did not start: {e}"));
+            if let Some(p) = self.publisher.take() {
+                p.kicked.cancel();
+            }
+            self.session = None;
+            return;
         };
         let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
-        info!(renditions = ?names, encoder = %self.backend.name, "pipeline started");
+        info!(renditions = ?names, encoder = %session.backend.name, "pipeline started");
+        self.encoder = session.backend.clone();
 
         let base = session.pending.iter().filter_map(MediaPacket::dts_ms).min();
         session.base_ms = base;
         let started_at = OffsetDateTime::now_utc();
         session.started_at = Some(started_at);
+        session.live_since.get_or_insert(started_at);
         self.availability_start.get_or_insert(started_at);
         self.periods.push(SessionPeriod {
             session: session.generation,
@@ -492,6 +535,9 @@ impl StreamTask {
                 self.finish_session();
             }
             PipelineEvent::Error(message) => {
+                if self.publisher.is_some() && self.rebuild_on_fallback(&message) {
+                    return;
+                }
                 warn!(error = %message, "pipeline failed; ending the publish session");
                 self.last_error = Some(format!("pipeline failed: {message}"));
                 if let Some(p) = self.publisher.take() {
@@ -549,6 +595,46 @@ impl StreamTask {
             self.save_state();
         }
         self.publish_snapshot();
+    }
+
+    /// Replaces a failed hardware encoder by the software fallback while the
+    /// publisher stays connected: a new pipeline (a new generation, so every
+    /// playlist gets a discontinuity) fed from the next source keyframe,
+    /// with the audio that arrives meanwhile kept. False when the session
+    /// has no fallback (it is already on software).
+    fn rebuild_on_fallback(&mut self, error: &str) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        let Some(fallback) = fallback_for(&session.backend, &self.encoders) else {
+            return false;
+        };
+        let failed = std::mem::replace(&mut session.backend, fallback.clone());
+        self.generation += 1;
+        session.generation = self.generation;
+        stop_pipeline(session.pipeline.take());
+        session.pending.clear();
+        session.base_ms = None;
+        session.drain_until = None;
+        session.awaiting_keyframe = session.tracks.video.is_some();
+        warn!(
+            error,
+            failed = %failed.name,
+            encoder = %fallback.name,
+            "hardware encoder failed; rebuilding the renditions on the software encoder"
+        );
+        self.last_error = Some(format!(
+            "encoder `{}` failed, now `{}`: {error}",
+            failed.name, fallback.name
+        ));
+        self.encoder = fallback;
+        // TODO(events): emit `stream:qualityChanged` (the renditions' new
+        // encoder) here once the event socket has that event.
+        if !session.awaiting_keyframe {
+            self.start_pipeline();
+        }
+        self.publish_snapshot();
+        true
     }
 
     /// The publisher is gone: flush the pipeline, then end the playlists.
@@ -715,7 +801,7 @@ impl StreamTask {
                     height: info.filter(|_| video).map(|i| i.height),
                     bandwidth: out.window.peak_bitrate(),
                     encoder: match plan.kind {
-                        RenditionKind::Transcoded { .. } => self.backend.name.clone(),
+                        RenditionKind::Transcoded { .. } => self.encoder.name.clone(),
                         RenditionKind::Passthrough => "passthrough".into(),
                         RenditionKind::Audio => "copy".into(),
                     },
@@ -729,10 +815,10 @@ impl StreamTask {
                 .publisher
                 .as_ref()
                 .and(self.session.as_ref())
-                .and_then(|s| s.started_at),
+                .and_then(|s| s.live_since),
             ingest,
             renditions,
-            encoder: self.backend.name.clone(),
+            encoder: self.encoder.name.clone(),
             last_error: self.last_error.clone(),
         }
     }
@@ -769,6 +855,15 @@ fn feed(pipeline: &LivePipeline, base_ms: i64, packet: MediaPacket) {
             debug!("decoder configuration repeated mid-stream; keeping the first");
         }
     }
+}
+
+/// The software backend that replaces `backend` when it fails; none when
+/// `backend` is not a hardware one or no software backend works here.
+fn fallback_for(backend: &Backend, encoders: &EncoderChoice) -> Option<Arc<Backend>> {
+    if backend.kind != BackendKind::Hardware {
+        return None;
+    }
+    encoders.fallback.clone()
 }
 
 /// Sets a pipeline to `Null` off the async executor.

@@ -22,6 +22,7 @@ const PLACEHOLDERS: &[&str] = &[
     "width",
     "height",
     "bitrate_kbps",
+    "bitrate_bps",
     "vbv_kbits",
     "keyint_max_frames",
     "x264_preset",
@@ -36,6 +37,25 @@ pub struct ElementSpec {
     pub properties: BTreeMap<String, String>,
 }
 
+/// Whether a backend runs on the CPU or on a device that may be missing,
+/// busy or fail at run time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Software,
+    Hardware,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Software => "software",
+            Self::Hardware => "hardware",
+        }
+    }
+}
+
 /// A loaded backend description.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +65,12 @@ pub struct Backend {
     #[serde(skip)]
     pub source: PathBuf,
     pub description: String,
+    /// Software backends are the fallback for hardware ones.
+    #[serde(default)]
+    pub kind: BackendKind,
+    /// The Debian packages or drivers that provide the elements.
+    #[serde(default)]
+    pub packages: String,
     pub decode: Vec<ElementSpec>,
     pub scale: Vec<ElementSpec>,
     pub encode: Vec<ElementSpec>,
@@ -66,6 +92,7 @@ impl RungValues {
             "width" => self.width.to_string(),
             "height" => self.height.to_string(),
             "bitrate_kbps" => self.bitrate_kbps.to_string(),
+            "bitrate_bps" => (u64::from(self.bitrate_kbps) * 1000).to_string(),
             "vbv_kbits" => self.bitrate_kbps.to_string(),
             "keyint_max_frames" => self.keyint_max_frames.to_string(),
             "x264_preset" => self.x264_preset.clone(),
@@ -75,6 +102,11 @@ impl RungValues {
 }
 
 impl Backend {
+    /// Whether `{dir}/{name}.toml` exists (or is built in).
+    pub fn exists(dir: &Path, name: &str) -> bool {
+        name == "x264" || dir.join(format!("{name}.toml")).is_file()
+    }
+
     /// Loads `{dir}/{name}.toml`, falling back to the built-in x264 backend.
     pub fn load(dir: &Path, name: &str) -> Result<Self, TranscodeError> {
         let path = dir.join(format!("{name}.toml"));
@@ -250,6 +282,7 @@ mod tests {
             "video/x-raw,width=640,height=360"
         );
         assert_eq!(fill("{bitrate_kbps}", Some(&values())), "800");
+        assert_eq!(fill("{bitrate_bps}", Some(&values())), "800000");
         assert_eq!(fill("no braces", Some(&values())), "no braces");
     }
 
@@ -265,7 +298,7 @@ mod tests {
     #[test]
     fn shipped_backends_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-        let mut count = 0;
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).expect("pipelines dir") {
             let path = entry.expect("entry").path();
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
@@ -273,9 +306,50 @@ mod tests {
             }
             let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
             let backend = Backend::load(&dir, name).expect("parses");
-            assert!(!backend.encode.is_empty());
-            count += 1;
+            assert!(!backend.encode.is_empty(), "{name}: no encode chain");
+            assert!(!backend.scale.is_empty(), "{name}: no scale chain");
+            assert!(!backend.packages.is_empty(), "{name}: no `packages`");
+            let expected = if ["x264", "openh264"].contains(&name) {
+                BackendKind::Software
+            } else {
+                BackendKind::Hardware
+            };
+            assert_eq!(backend.kind, expected, "{name}: kind");
+            // Every backend sizes, rate-controls and profiles its output
+            // from typed values, never from fixed numbers.
+            let props: Vec<&str> = backend
+                .all_elements()
+                .flat_map(|e| e.properties.values())
+                .map(String::as_str)
+                .collect();
+            for needed in ["{width}", "{height}", "{keyint_max_frames}"] {
+                assert!(
+                    props.iter().any(|p| p.contains(needed)),
+                    "{name}: nothing uses {needed}"
+                );
+            }
+            assert!(
+                props.iter().any(|p| p.contains("{bitrate_")),
+                "{name}: no bitrate placeholder"
+            );
+            assert!(
+                props.iter().any(|p| p.contains("video/x-h264,profile=")),
+                "{name}: no profile pinned"
+            );
+            names.push(name.to_string());
         }
-        assert!(count >= 1);
+        names.sort();
+        assert_eq!(names, ["nvenc", "openh264", "qsv", "va", "x264"]);
+    }
+
+    #[test]
+    fn kind_defaults_to_software_and_rejects_others() {
+        let base = "description = \"x\"\n[[decode]]\nfactory = \"a\"\n\
+                    [[scale]]\nfactory = \"b\"\n[[encode]]\nfactory = \"c\"\n";
+        let backend = Backend::parse(base, "t", Path::new("t.toml")).expect("parses");
+        assert_eq!(backend.kind, BackendKind::Software);
+        let text = format!("kind = \"gpu\"\n{base}");
+        let err = Backend::parse(&text, "t", Path::new("t.toml")).expect_err("refused");
+        assert!(err.to_string().contains("kind"), "{err}");
     }
 }

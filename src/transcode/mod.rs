@@ -1,19 +1,22 @@
 //! Transcoding: one GStreamer pipeline per live stream.
 //!
-//! Owns building pipelines from the backend descriptions in `pipelines/`,
-//! the appsrc/appsink glue, keyframe alignment across renditions and
-//! pipeline errors. It hands CMAF init segments and fragments to whoever
-//! listens on its output channel; it never writes playlists.
+//! Owns choosing the encoder backend, building pipelines from the backend
+//! descriptions in `pipelines/`, the appsrc/appsink glue, keyframe
+//! alignment across renditions and pipeline errors. It hands CMAF init
+//! segments and fragments to whoever listens on its output channel; it
+//! never writes playlists.
 
 pub mod backend;
 pub mod pipeline;
 pub mod plan;
+pub mod select;
 
 use std::path::PathBuf;
 
 pub use backend::Backend;
 pub use pipeline::{LivePipeline, PipelineEvent, PipelineOutput};
 pub use plan::{RenditionKind, RenditionPlan, TrackSet};
+pub use select::EncoderChoice;
 
 /// Everything that can go wrong building or running a pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum TranscodeError {
         property: String,
         message: String,
     },
+    #[error("encoder backend `{requested}` cannot be used: {reasons}")]
+    NoUsableBackend { requested: String, reasons: String },
     #[error("cannot link the pipeline: {0}")]
     Link(String),
     #[error("the pipeline refused to start: {0}")]

@@ -410,7 +410,7 @@ impl Builder<'_> {
 
 /// The longest keyframe interval an encoder may choose on its own: two
 /// segments at 60 fps. Segment boundaries are forced separately.
-fn keyint_max_frames(segment: Duration) -> u32 {
+pub(crate) fn keyint_max_frames(segment: Duration) -> u32 {
     ((segment.as_secs_f64() * 120.0).ceil() as u32).max(1)
 }
 

@@ -115,6 +115,9 @@ pub struct ServerConfig {
     pub mirror_to_disk: bool,
     /// `(name, key)` pairs for `[[streams]]`.
     pub streams: Vec<(String, String)>,
+    /// Appended to the file as it is: whole sections not written above
+    /// (such as `[thumbnails]` or `[playback]`).
+    pub extra_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
                 ("cam1".to_string(), "secretkey1".to_string()),
                 ("cam2".to_string(), "secretkey2".to_string()),
             ],
+            extra_toml: String::new(),
         }
     }
 }
@@ -196,7 +200,19 @@ impl ServerConfig {
                 toml_string(key)
             ));
         }
+        if !self.extra_toml.is_empty() {
+            text.push('\n');
+            text.push_str(&self.extra_toml);
+            text.push('\n');
+        }
         text
+    }
+
+    /// Appends whole TOML sections to the config.
+    pub fn extra_toml(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self.extra_toml.push('\n');
+        self
     }
 
     /// Writes the config and starts a server on it.
@@ -1058,4 +1074,830 @@ pub fn check_avc_codec(codecs: &str, video: &ProbeStream) -> anyhow::Result<()> 
 pub fn is_scaled_width(width: u32, height: u32, source_width: u32, source_height: u32) -> bool {
     let exact = f64::from(height) * f64::from(source_width) / f64::from(source_height);
     width.is_multiple_of(2) && (f64::from(width) - exact).abs() <= 2.0
+}
+
+// ===========================================================================
+// DASH and thumbnails (used by tests/dash_thumbnails.rs)
+//
+// A purpose-built scan of the MPD bigfoot writes (no XML crate), ISO 8601
+// durations and UTC times, and ffprobe checks of MPD URLs and JPEGs.
+
+impl Server {
+    /// Like `start`, with `extra_toml` appended to the generated config, for
+    /// sections `ServerConfig` does not model (for example `[thumbnails]`).
+    /// The generated config ends with `[[streams]]` entries, so `extra_toml`
+    /// must start with a table header.
+    pub fn start_with_extra_toml(config: &ServerConfig, extra_toml: &str) -> Self {
+        Self::start(&config.clone().extra_toml(extra_toml))
+    }
+
+    /// The DASH manifest URL of `stream`.
+    pub fn mpd_url(&self, stream: &str) -> String {
+        self.http_url(&format!("/live/{stream}/manifest.mpd"))
+    }
+
+    /// The live thumbnail URL of `stream`.
+    pub fn thumbnail_url(&self, stream: &str) -> String {
+        self.http_url(&format!("/live/{stream}/thumbnail.jpg"))
+    }
+}
+
+/// DASH MPD content type.
+pub const MPD_CONTENT_TYPE: &str = "application/dash+xml";
+
+/// GETs `url` with `host` as the `Host` header.
+pub fn get_with_host(url: &str, host: &str) -> anyhow::Result<Response> {
+    let response = http_client()
+        .get(url)
+        .header("host", host)
+        .send()
+        .with_context(|| format!("GET {url} (Host: {host})"))?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let body = response.bytes()?.to_vec();
+    Ok(Response {
+        url: url.to_string(),
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The attributes of one XML element.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs(std::collections::BTreeMap<String, String>);
+
+impl Attrs {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// The attribute, which must be present.
+    pub fn require(&self, name: &str) -> anyhow::Result<&str> {
+        self.get(name)
+            .ok_or_else(|| anyhow!("no attribute {name} in {:?}", self.0))
+    }
+
+    /// The attribute parsed as `T`; it must be present.
+    pub fn number<T: std::str::FromStr>(&self, name: &str) -> anyhow::Result<T> {
+        let text = self.require(name)?;
+        text.parse()
+            .map_err(|_| anyhow!("attribute {name}={text:?} is not a number"))
+    }
+}
+
+/// One tag of an XML document: `<name ...>`, `</name>` or `<name .../>`.
+#[derive(Debug)]
+struct XmlTag {
+    name: String,
+    attrs: Attrs,
+    closing: bool,
+    empty: bool,
+}
+
+/// Splits `text` into tags, skipping the declaration, comments and text.
+fn xml_tags(text: &str) -> anyhow::Result<Vec<XmlTag>> {
+    let mut tags = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start..];
+        let skip_to = |end: &str| {
+            rest.find(end)
+                .map(|i| i + end.len())
+                .ok_or_else(|| anyhow!("unterminated {:?}", &rest[..rest.len().min(40)]))
+        };
+        if rest.starts_with("<?") {
+            rest = &rest[skip_to("?>")?..];
+            continue;
+        }
+        if rest.starts_with("<!--") {
+            rest = &rest[skip_to("-->")?..];
+            continue;
+        }
+        let end = tag_end(rest)?;
+        tags.push(parse_tag(&rest[1..end])?);
+        rest = &rest[end + 1..];
+    }
+    Ok(tags)
+}
+
+/// The index of the `>` that ends the tag at the start of `text`, ignoring
+/// `>` inside quoted attribute values.
+fn tag_end(text: &str) -> anyhow::Result<usize> {
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '>') => return Ok(i),
+            _ => {}
+        }
+    }
+    bail!("unterminated tag {:?}", &text[..text.len().min(40)])
+}
+
+/// Parses the inside of `<...>`.
+fn parse_tag(inner: &str) -> anyhow::Result<XmlTag> {
+    let closing = inner.starts_with('/');
+    let empty = inner.ends_with('/');
+    let inner = inner.trim_start_matches('/').trim_end_matches('/');
+    let name_end = inner
+        .find(|c: char| c.is_whitespace())
+        .unwrap_or(inner.len());
+    let name = inner[..name_end].to_string();
+    ensure!(!name.is_empty(), "tag without a name: <{inner}>");
+
+    let mut attrs = std::collections::BTreeMap::new();
+    let mut rest = inner[name_end..].trim_start();
+    while !rest.is_empty() {
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| anyhow!("attribute without a value in <{inner}>"))?;
+        let key = rest[..eq].trim().to_string();
+        let after = rest[eq + 1..].trim_start();
+        let quote = after
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+            .ok_or_else(|| anyhow!("unquoted value of {key} in <{inner}>"))?;
+        let close = after[1..]
+            .find(quote)
+            .ok_or_else(|| anyhow!("unterminated value of {key} in <{inner}>"))?;
+        let value = xml_unescape(&after[1..1 + close])?;
+        ensure!(
+            attrs.insert(key.clone(), value).is_none(),
+            "attribute {key} twice in <{inner}>"
+        );
+        rest = after[close + 2..].trim_start();
+    }
+    Ok(XmlTag {
+        name,
+        attrs: Attrs(attrs),
+        closing,
+        empty,
+    })
+}
+
+fn xml_unescape(value: &str) -> anyhow::Result<String> {
+    ensure!(!value.contains('<'), "raw `<` in attribute value {value:?}");
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let semi = rest[amp..]
+            .find(';')
+            .ok_or_else(|| anyhow!("bare `&` in {value:?}"))?;
+        let entity = &rest[amp + 1..amp + semi];
+        out.push(match entity {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            other => bail!("unknown entity &{other}; in {value:?}"),
+        });
+        rest = &rest[amp + semi + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One `<S t= d= r=/>` of a `SegmentTimeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub t: Option<u64>,
+    pub d: u64,
+    pub r: i64,
+}
+
+/// A `SegmentTemplate` with its timeline.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentTemplate {
+    pub attrs: Attrs,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One media segment of a representation, expanded from the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DashSegment {
+    pub number: u64,
+    /// Start, in timescale units, before `presentationTimeOffset`.
+    pub t: u64,
+    pub d: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Representation {
+    pub attrs: Attrs,
+    pub template: Option<SegmentTemplate>,
+    pub audio_channels: Option<Attrs>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AdaptationSet {
+    pub attrs: Attrs,
+    pub representations: Vec<Representation>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MpdPeriod {
+    pub attrs: Attrs,
+    pub adaptation_sets: Vec<AdaptationSet>,
+}
+
+/// The parts of an MPD the tests check.
+#[derive(Debug, Clone, Default)]
+pub struct Mpd {
+    pub attrs: Attrs,
+    pub periods: Vec<MpdPeriod>,
+    pub utc_timings: Vec<Attrs>,
+}
+
+impl Mpd {
+    /// Scans an MPD document; fails on unbalanced tags and on elements of
+    /// interest in unexpected places.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut mpd = Self::default();
+        let mut open: Vec<String> = Vec::new();
+        let mut seen_root = false;
+        for tag in xml_tags(text)? {
+            if tag.closing {
+                let top = open.pop();
+                ensure!(
+                    top.as_deref() == Some(tag.name.as_str()),
+                    "</{}> closes {top:?}",
+                    tag.name
+                );
+                continue;
+            }
+            let parent = open.last().map(String::as_str);
+            mpd.add(&tag, parent)?;
+            if tag.name == "MPD" {
+                ensure!(!seen_root, "two MPD elements");
+                seen_root = true;
+            }
+            if !tag.empty {
+                open.push(tag.name.clone());
+            }
+        }
+        ensure!(open.is_empty(), "unclosed elements {open:?}");
+        ensure!(seen_root, "no MPD element");
+        Ok(mpd)
+    }
+
+    fn add(&mut self, tag: &XmlTag, parent: Option<&str>) -> anyhow::Result<()> {
+        let attrs = tag.attrs.clone();
+        let misplaced = || anyhow!("<{}> inside {parent:?}", tag.name);
+        match (tag.name.as_str(), parent) {
+            ("MPD", None) => self.attrs = attrs,
+            ("Period", Some("MPD")) => self.periods.push(MpdPeriod {
+                attrs,
+                ..MpdPeriod::default()
+            }),
+            ("UTCTiming", Some("MPD")) => self.utc_timings.push(attrs),
+            ("AdaptationSet", Some("Period")) => {
+                let period = self.periods.last_mut().ok_or_else(misplaced)?;
+                period.adaptation_sets.push(AdaptationSet {
+                    attrs,
+                    ..AdaptationSet::default()
+                });
+            }
+            ("Representation", Some("AdaptationSet")) => {
+                self.last_set()
+                    .ok_or_else(misplaced)?
+                    .representations
+                    .push(Representation {
+                        attrs,
+                        ..Representation::default()
+                    });
+            }
+            ("SegmentTemplate", Some("Representation")) => {
+                let representation = self.last_representation().ok_or_else(misplaced)?;
+                ensure!(
+                    representation.template.is_none(),
+                    "two SegmentTemplates in one Representation"
+                );
+                representation.template = Some(SegmentTemplate {
+                    attrs,
+                    timeline: Vec::new(),
+                });
+            }
+            ("AudioChannelConfiguration", Some("Representation")) => {
+                self.last_representation()
+                    .ok_or_else(misplaced)?
+                    .audio_channels = Some(attrs);
+            }
+            ("SegmentTimeline", Some("SegmentTemplate")) => {}
+            ("S", Some("SegmentTimeline")) => {
+                let entry = TimelineEntry {
+                    t: attrs.get("t").map(|_| attrs.number("t")).transpose()?,
+                    d: attrs.number("d")?,
+                    r: attrs
+                        .get("r")
+                        .map(|_| attrs.number("r"))
+                        .transpose()?
+                        .unwrap_or(0),
+                };
+                let template = self
+                    .last_representation()
+                    .and_then(|r| r.template.as_mut())
+                    .ok_or_else(misplaced)?;
+                template.timeline.push(entry);
+            }
+            ("SegmentTemplate" | "SegmentTimeline" | "S", _) => return Err(misplaced()),
+            ("Period" | "AdaptationSet" | "Representation" | "UTCTiming", _) => {
+                return Err(misplaced());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn last_set(&mut self) -> Option<&mut AdaptationSet> {
+        self.periods.last_mut()?.adaptation_sets.last_mut()
+    }
+
+    fn last_representation(&mut self) -> Option<&mut Representation> {
+        self.last_set()?.representations.last_mut()
+    }
+
+    /// Every representation with its period and adaptation set.
+    pub fn representations(
+        &self,
+    ) -> impl Iterator<Item = (&MpdPeriod, &AdaptationSet, &Representation)> {
+        self.periods.iter().flat_map(|period| {
+            period.adaptation_sets.iter().flat_map(move |set| {
+                set.representations
+                    .iter()
+                    .map(move |representation| (period, set, representation))
+            })
+        })
+    }
+}
+
+impl MpdPeriod {
+    /// `Period@start` in seconds.
+    pub fn start_secs(&self) -> anyhow::Result<f64> {
+        iso_duration_secs(self.attrs.require("start")?)
+    }
+
+    /// The representation with `id`, if this period has one.
+    pub fn representation(&self, id: &str) -> Option<&Representation> {
+        self.adaptation_sets
+            .iter()
+            .flat_map(|set| &set.representations)
+            .find(|r| r.attrs.get("id") == Some(id))
+    }
+}
+
+impl Representation {
+    pub fn id(&self) -> &str {
+        self.attrs.get("id").unwrap_or_default()
+    }
+
+    pub fn template(&self) -> anyhow::Result<&SegmentTemplate> {
+        self.template
+            .as_ref()
+            .ok_or_else(|| anyhow!("Representation {} has no SegmentTemplate", self.id()))
+    }
+
+    /// `SegmentTemplate@timescale` (1 when absent, as DASH says).
+    pub fn timescale(&self) -> anyhow::Result<u64> {
+        let template = self.template()?;
+        match template.attrs.get("timescale") {
+            Some(_) => template.attrs.number("timescale"),
+            None => Ok(1),
+        }
+    }
+
+    /// `SegmentTemplate@presentationTimeOffset` (0 when absent).
+    pub fn presentation_time_offset(&self) -> anyhow::Result<u64> {
+        let template = self.template()?;
+        match template.attrs.get("presentationTimeOffset") {
+            Some(_) => template.attrs.number("presentationTimeOffset"),
+            None => Ok(0),
+        }
+    }
+
+    /// The segments of the timeline, numbered from `startNumber` (1 when
+    /// absent), with `r` expanded. Negative `r` is not supported.
+    pub fn segments(&self) -> anyhow::Result<Vec<DashSegment>> {
+        let template = self.template()?;
+        let mut number = match template.attrs.get("startNumber") {
+            Some(_) => template.attrs.number("startNumber")?,
+            None => 1,
+        };
+        let mut next_t = 0;
+        let mut segments = Vec::new();
+        for entry in &template.timeline {
+            ensure!(entry.r >= 0, "{}: negative S@r {entry:?}", self.id());
+            let mut t = entry.t.unwrap_or(next_t);
+            for _ in 0..=entry.r {
+                segments.push(DashSegment {
+                    number,
+                    t,
+                    d: entry.d,
+                });
+                number += 1;
+                t += entry.d;
+            }
+            next_t = t;
+        }
+        Ok(segments)
+    }
+
+    /// The initialization URI, relative to the MPD.
+    pub fn init_uri(&self) -> anyhow::Result<String> {
+        let template = self.template()?;
+        Ok(template
+            .attrs
+            .require("initialization")?
+            .replace("$RepresentationID$", self.id()))
+    }
+
+    /// The URI of media segment `number`, relative to the MPD.
+    pub fn media_uri(&self, number: u64) -> anyhow::Result<String> {
+        let template = self.template()?;
+        let media = template.attrs.require("media")?;
+        ensure!(
+            media.contains("$Number$"),
+            "{}: media template {media:?} has no $Number$",
+            self.id()
+        );
+        Ok(media
+            .replace("$RepresentationID$", self.id())
+            .replace("$Number$", &number.to_string()))
+    }
+}
+
+/// GETs and scans an MPD (status 200 required).
+pub fn fetch_mpd(url: &str) -> anyhow::Result<Mpd> {
+    let response = get(url)?;
+    ensure!(
+        response.status == 200,
+        "{url} answered {} {:?}",
+        response.status,
+        response.text()
+    );
+    Mpd::parse(&response.text()).with_context(|| format!("scan the MPD:\n{}", response.text()))
+}
+
+/// Polls an MPD until it answers 200. Every other answer on the way must be
+/// 404 `STREAM_NOT_FOUND` (before the publish registers) or 503
+/// `STREAM_STARTING` (live, no segment yet).
+pub fn wait_for_mpd(url: &str, timeout: Duration) -> (Response, Mpd) {
+    wait_until(&format!("200 from {url}"), timeout, || {
+        let response = get(url)?;
+        let code = response.error_code();
+        match (response.status, code.as_deref()) {
+            (200, _) => {
+                let mpd = Mpd::parse(&response.text())
+                    .unwrap_or_else(|e| panic!("{url}: {e:#}\n{}", response.text()));
+                return Ok((response, mpd));
+            }
+            (404, Some("STREAM_NOT_FOUND")) | (503, Some("STREAM_STARTING")) => {}
+            (status, _) => panic!("{url} answered {status}: {:?}", response.text()),
+        }
+        bail!("{} {:?}", response.status, response.text())
+    })
+}
+
+/// Seconds in an ISO 8601 duration of the form `PnDTnHnMn.nS` (the subset
+/// MPDs use; no years or months).
+pub fn iso_duration_secs(text: &str) -> anyhow::Result<f64> {
+    let bad = || anyhow!("{text:?} is not an ISO 8601 duration");
+    let mut rest = text.strip_prefix('P').ok_or_else(bad)?;
+    let mut secs = 0.0;
+    let mut in_time = false;
+    let mut seen_unit = false;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('T') {
+            ensure!(!in_time, "{text:?}: two T");
+            in_time = true;
+            rest = after;
+            continue;
+        }
+        let unit_at = rest
+            .find(|c: char| c.is_ascii_alphabetic())
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..unit_at].parse().map_err(|_| bad())?;
+        let scale = match (in_time, &rest[unit_at..=unit_at]) {
+            (false, "D") => 86_400.0,
+            (true, "H") => 3_600.0,
+            (true, "M") => 60.0,
+            (true, "S") => 1.0,
+            _ => return Err(bad()),
+        };
+        secs += value * scale;
+        seen_unit = true;
+        rest = &rest[unit_at + 1..];
+    }
+    ensure!(seen_unit, "{text:?}: no value");
+    Ok(secs)
+}
+
+/// Milliseconds since the Unix epoch of a UTC time written
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+pub fn utc_millis(text: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow!("{text:?} is not a UTC time YYYY-MM-DDTHH:MM:SS[.fff]Z");
+    let body = text.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, clock) = body.split_once('T').ok_or_else(bad)?;
+    let mut date_parts = date.split('-');
+    let mut next_date = || -> anyhow::Result<i64> {
+        date_parts
+            .next()
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())
+    };
+    let (year, month, day) = (next_date()?, next_date()?, next_date()?);
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let hms: Vec<i64> = hms
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(hms.len() == 3, "{text:?}: expected HH:MM:SS");
+    ensure!(
+        fraction.bytes().all(|b| b.is_ascii_digit()),
+        "{text:?}: bad fraction"
+    );
+    let millis = format!("{fraction:0<3}")[..3].parse::<i64>().unwrap_or(0);
+
+    let month = time::Month::try_from(u8::try_from(month)?)?;
+    let date = time::Date::from_calendar_date(i32::try_from(year)?, month, u8::try_from(day)?)?;
+    let time = time::Time::from_hms(
+        u8::try_from(hms[0])?,
+        u8::try_from(hms[1])?,
+        u8::try_from(hms[2])?,
+    )?;
+    let seconds = time::PrimitiveDateTime::new(date, time)
+        .assume_utc()
+        .unix_timestamp();
+    Ok(seconds * 1000 + millis)
+}
+
+/// Milliseconds since the Unix epoch, now, by the local clock.
+pub fn now_millis() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    i64::try_from(since.as_millis()).expect("milliseconds fit in i64")
+}
+
+/// Runs ffprobe on a URL (an MPD, say) and returns its streams.
+pub fn probe_url(url: &str) -> anyhow::Result<Probe> {
+    ffprobe_json(
+        Path::new(url),
+        &["-rw_timeout", "10000000", "-show_streams"],
+    )
+}
+
+/// Decodes a JPEG with ffprobe; returns its one video stream.
+pub fn decode_jpeg(bytes: &[u8]) -> anyhow::Result<ProbeStream> {
+    ensure!(
+        bytes.starts_with(&[0xFF, 0xD8]) && bytes.ends_with(&[0xFF, 0xD9]),
+        "not a complete JPEG ({} bytes, starts {:02X?})",
+        bytes.len(),
+        &bytes[..bytes.len().min(4)]
+    );
+    let mut file = tempfile::Builder::new()
+        .prefix("bigfoot-thumbnail-")
+        .suffix(".jpg")
+        .tempfile()?;
+    file.write_all(bytes)?;
+    file.flush()?;
+    let probe: Probe = ffprobe_json(file.path(), &["-count_frames", "-show_streams"])?;
+    ensure!(
+        probe.streams.len() == 1,
+        "{} streams in a JPEG",
+        probe.streams.len()
+    );
+    let stream = probe.streams.into_iter().next().expect("checked above");
+    ensure!(
+        stream.nb_read_frames.as_deref() == Some("1"),
+        "decoded {:?} frames from the JPEG",
+        stream.nb_read_frames
+    );
+    Ok(stream)
+}
+
+// ===========================================================================
+// Signed playback URLs and the browser harness (used by
+// tests/signed_urls.rs)
+//
+// Servers whose data directory outlives them (for restarts that must find
+// the same secrets and sequence numbers), `bigfoot sign` against a running
+// server, GETs from a chosen loopback address, and `tests/browser/play.mjs`.
+
+impl Server {
+    /// Starts `bigfoot serve` on `config` plus `extra_toml` (which must start
+    /// with a table header, such as `[playback]`), with `data_dir` as the
+    /// data directory. The caller owns `data_dir`, so a second server can
+    /// start on it after this one is stopped.
+    pub fn start_in_data_dir(config: &ServerConfig, data_dir: &Path, extra_toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary folder for the server");
+        let mut text = config.to_toml(data_dir);
+        text.push('\n');
+        text.push_str(extra_toml);
+        std::fs::write(dir.path().join("bigfoot.toml"), text).expect("write the test config");
+
+        let mut server = Self {
+            child: None,
+            log: Captured::default(),
+            dir,
+            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut child = Command::new(bigfoot_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(server.config_path())
+            .env("RUST_LOG", "info,bigfoot=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bigfoot serve");
+        server.log = Captured::attach(&mut child);
+        server.child = Some(child);
+        server.wait_for_listeners();
+        server
+    }
+
+    /// The config file the server runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("bigfoot.toml")
+    }
+
+    /// Runs `bigfoot sign --config {this server's config} --stream {stream}
+    /// --base-url http://{this server}` with `args` appended, and returns the
+    /// URL it prints. Panics unless it exits 0 with exactly one line.
+    pub fn sign(&self, stream: &str, args: &[&str]) -> String {
+        let config = self.config_path().to_string_lossy().into_owned();
+        let base = format!("http://{}", self.http_addr);
+        let mut all = vec![
+            "sign",
+            "--config",
+            config.as_str(),
+            "--stream",
+            stream,
+            "--base-url",
+            base.as_str(),
+        ];
+        all.extend_from_slice(args);
+        let output = run_bigfoot(&all, Duration::from_secs(20));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "`bigfoot {}` failed ({}): {stderr}",
+            all.join(" "),
+            output.status
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "`bigfoot {}` printed {stdout:?} (stderr {stderr:?})",
+            all.join(" ")
+        );
+        lines[0].trim().to_string()
+    }
+}
+
+/// GETs `url` over a connection from the local address `local` (any
+/// `127.0.0.0/8` address reaches a server on 127.0.0.1).
+pub fn get_from(local: std::net::IpAddr, url: &str) -> anyhow::Result<Response> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .local_address(local)
+        .build()
+        .context("build an HTTP client")?;
+    let response = client
+        .get(url)
+        .send()
+        .with_context(|| format!("GET {url} from {local}"))?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let body = response
+        .bytes()
+        .with_context(|| format!("read the body of {url}"))?
+        .to_vec();
+    Ok(Response {
+        url: url.to_string(),
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `tests/browser`, where `play.mjs` and its `node_modules` live.
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Fails (never skips) when the browser tooling is not installed.
+pub fn require_browser_tooling() {
+    const HOW: &str = "run scripts/setup to install chromium and tests/browser/node_modules";
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        node.is_ok_and(|status| status.success()),
+        "`node` is not on PATH; install Node 20 or newer, then {HOW}"
+    );
+    let modules = browser_dir().join("node_modules");
+    for package in ["puppeteer-core", "hls.js", "dashjs"] {
+        assert!(
+            modules.join(package).join("package.json").is_file(),
+            "{} is missing; {HOW}",
+            modules.join(package).display()
+        );
+    }
+    assert!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium is missing; {HOW}"
+    );
+}
+
+/// Runs `node tests/browser/play.mjs --player {player} --url {url}
+/// --seconds {seconds} --timeout {timeout_secs}` and returns the JSON line it
+/// prints. Panics with its output when the harness itself broke (no JSON,
+/// exit status 2, or running 15 s past its own deadline).
+pub fn run_play_mjs(
+    player: &str,
+    url: &str,
+    seconds: u32,
+    timeout_secs: u64,
+    screenshot: &Path,
+) -> serde_json::Value {
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("play.mjs"))
+        .args(["--player", player, "--url", url])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--timeout", &timeout_secs.to_string()])
+        .arg("--screenshot")
+        .arg(screenshot)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node tests/browser/play.mjs");
+    let read = |mut stream: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("piped stderr")));
+
+    let limit = Duration::from_secs(timeout_secs + 15);
+    let status = wait_timeout(&mut child, limit);
+    if status.is_none() {
+        // SIGTERM first: puppeteer then closes Chromium with it.
+        send_signal(&child, "TERM");
+        if wait_timeout(&mut child, Duration::from_secs(5)).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        panic!("play.mjs ran past {limit:?}\nstdout: {stdout}\nstderr: {stderr}");
+    };
+    let raw: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!("play.mjs ({status}) printed no JSON report\nstdout: {stdout}\nstderr: {stderr}")
+        });
+    assert!(
+        status.success(),
+        "play.mjs harness failure ({status}): {}\nstderr: {stderr}",
+        raw.get("harnessError").unwrap_or(&raw)
+    );
+    raw
 }

@@ -1,0 +1,210 @@
+//! Server metrics in the Prometheus (OpenMetrics) text format, with
+//! `prometheus-client`.
+//!
+//! Counters (HTTP requests by status, bytes served) are bumped by delivery
+//! as responses leave; gauges about streams are refreshed from the stream
+//! snapshots when `/metrics` is scraped, so nothing here touches media work.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::live::StreamStatus;
+
+/// The content type of the text exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenditionLabels {
+    stream: String,
+    rendition: String,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<StatusLabels, Counter>,
+    bytes_served: Counter,
+    streams_live: Gauge,
+    publishers: Gauge,
+    viewers: Gauge,
+    ingest_fps: Family<StreamLabels, Gauge<f64, AtomicU64>>,
+    ingest_bitrate: Family<StreamLabels, Gauge>,
+    rendition_bandwidth: Family<RenditionLabels, Gauge>,
+    /// Serialises scrapes: each clears and refills the stream families.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("bigfoot");
+        let http_requests = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP responses sent, by status code",
+            http_requests.clone(),
+        );
+        let bytes_served = Counter::default();
+        registry.register(
+            "bytes_served",
+            "Bytes of HTTP response bodies sent",
+            bytes_served.clone(),
+        );
+        let streams_live = Gauge::default();
+        registry.register(
+            "streams_live",
+            "Streams with a live publisher",
+            streams_live.clone(),
+        );
+        let publishers = Gauge::default();
+        registry.register(
+            "publishers",
+            "RTMP publishers connected",
+            publishers.clone(),
+        );
+        let viewers = Gauge::default();
+        registry.register(
+            "viewers",
+            "Current viewers over all streams (not counted yet: always 0)",
+            viewers.clone(),
+        );
+        let ingest_fps = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "ingest_fps",
+            "Frames per second received from the publisher",
+            ingest_fps.clone(),
+        );
+        let ingest_bitrate = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "ingest_bitrate_kbps",
+            "Bitrate received from the publisher, in kbit/s",
+            ingest_bitrate.clone(),
+        );
+        let rendition_bandwidth = Family::<RenditionLabels, Gauge>::default();
+        registry.register(
+            "rendition_bandwidth_bps",
+            "Peak bandwidth of each rendition's segments, in bit/s",
+            rendition_bandwidth.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            bytes_served,
+            streams_live,
+            publishers,
+            viewers,
+            ingest_fps,
+            ingest_bitrate,
+            rendition_bandwidth,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Counts one HTTP response and its body bytes.
+    pub fn record_http(&self, status: u16, body_bytes: u64) {
+        self.http_requests
+            .get_or_create(&StatusLabels { status })
+            .inc();
+        self.bytes_served.inc_by(body_bytes);
+    }
+
+    /// The text exposition, with the stream gauges taken from `streams`.
+    pub fn render(&self, streams: &[(String, StreamStatus)]) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh(streams);
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    fn refresh(&self, streams: &[(String, StreamStatus)]) {
+        self.ingest_fps.clear();
+        self.ingest_bitrate.clear();
+        self.rendition_bandwidth.clear();
+        let live: Vec<_> = streams.iter().filter(|(_, s)| s.live).collect();
+        self.streams_live.set(count(live.len()));
+        self.publishers
+            .set(count(live.iter().filter(|(_, s)| s.publisher.is_some()).count()));
+        // TODO(viewers): count viewers once delivery tracks sessions.
+        self.viewers.set(0);
+        for (name, status) in live {
+            let labels = StreamLabels {
+                stream: name.clone(),
+            };
+            if let Some(fps) = status.ingest.fps {
+                self.ingest_fps.get_or_create(&labels).set(fps);
+            }
+            if let Some(kbps) = status.ingest.bitrate_kbps {
+                self.ingest_bitrate
+                    .get_or_create(&labels)
+                    .set(i64::try_from(kbps).unwrap_or(i64::MAX));
+            }
+            for rendition in &status.renditions {
+                let labels = RenditionLabels {
+                    stream: name.clone(),
+                    rendition: rendition.name.clone(),
+                };
+                let bandwidth = i64::try_from(rendition.bandwidth).unwrap_or(i64::MAX);
+                self.rendition_bandwidth.get_or_create(&labels).set(bandwidth);
+            }
+        }
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_families_and_labels() {
+        let metrics = Metrics::new();
+        metrics.record_http(200, 1000);
+        metrics.record_http(404, 20);
+        let mut status = StreamStatus {
+            live: true,
+            publisher: Some("127.0.0.1:5000".into()),
+            ..StreamStatus::default()
+        };
+        status.ingest.fps = Some(29.97);
+        let text = metrics.render(&[("cam".into(), status), ("idle".into(), Default::default())]);
+        for line in [
+            "bigfoot_http_requests_total{status=\"200\"} 1",
+            "bigfoot_http_requests_total{status=\"404\"} 1",
+            "bigfoot_bytes_served_total 1020",
+            "bigfoot_streams_live 1",
+            "bigfoot_publishers 1",
+            "bigfoot_viewers 0",
+            "bigfoot_ingest_fps{stream=\"cam\"} 29.97",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
