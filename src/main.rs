@@ -138,10 +138,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bigfoot: {e:#}");
+            eprintln!("bigfoot: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping a cause its parent already quotes.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging() {
@@ -192,9 +205,19 @@ fn sign(
     if !bigfoot::config::validate::is_valid_name(stream) {
         anyhow::bail!("`{stream}` is not a valid stream name");
     }
+    let catalog = bigfoot::control::catalog::Catalog::load(&config)?;
+    if catalog.get(stream).is_none() {
+        anyhow::bail!(
+            "no stream `{stream}` in {} or among the streams created through the API",
+            path.display()
+        );
+    }
     let secrets = Secrets::load_or_create(&config)?;
     let signer = Signer::from_secrets(&secrets, &config.playback);
     let ttl = ttl.unwrap_or(config.playback.default_ttl_secs);
+    if ttl == 0 || ttl > MAX_SIGN_TTL_SECS {
+        anyhow::bail!("--ttl must be between 1 and {MAX_SIGN_TTL_SECS} seconds (a year)");
+    }
     let expires = unix_now().saturating_add(ttl);
     let url = signer
         .url(
@@ -231,6 +254,9 @@ fn token(path: &std::path::Path, role: Role, ttl: u64, subject: &str) -> anyhow:
     Ok(())
 }
 
+/// The longest lifetime `bigfoot sign` grants: a year.
+const MAX_SIGN_TTL_SECS: u64 = 366 * 24 * 3600;
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 fn print_out(text: &str) {
     use std::io::Write as _;
@@ -266,7 +292,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     };
     let t = &config.transcode;
     let fallback = if t.fallback { "on" } else { "off" };
-    let _ = writeln!(out, "configured encoder: {} (fallback {fallback})", t.encoder);
+    let _ = writeln!(
+        out,
+        "configured encoder: {} (fallback {fallback})",
+        t.encoder
+    );
     print_out(&out);
     let choice = server::load_backend(&config)?;
     print_out(&format!(

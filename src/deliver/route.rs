@@ -66,6 +66,9 @@ pub fn signed_route(path: &str) -> Result<Signed<'_>, RouteError> {
     let Some(rest) = path.strip_prefix("/p/") else {
         return route(path).map(|route| Signed { token: None, route });
     };
+    if path.len() > MAX_PATH_LEN || path.contains("..") || path.contains("//") {
+        return Err(RouteError::BadPath);
+    }
     let (token, inner) = rest.split_at(rest.find('/').ok_or(RouteError::NotFound)?);
     if token.is_empty() || token.len() > super::token::MAX_TOKEN_LEN {
         return Err(RouteError::BadPath);
@@ -236,6 +239,14 @@ mod tests {
             Err(RouteError::BadPath)
         );
         assert_eq!(signed_route("/p/tok"), Err(RouteError::NotFound));
+        assert_eq!(
+            signed_route("/p/../live/demo/master.m3u8"),
+            Err(RouteError::BadPath)
+        );
+        assert_eq!(
+            signed_route("/p/k1..x/live/demo/master.m3u8"),
+            Err(RouteError::BadPath)
+        );
     }
 
     #[test]

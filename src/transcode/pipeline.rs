@@ -455,9 +455,11 @@ fn force_keyframes_on_grid(element: &gst::Element, segment: Duration) {
     });
 }
 
-/// Lets the first frame through, then one frame per `interval`.
+/// Lets the first frame through, then one frame per `interval`. The gate
+/// sits after the leaky queue: dropping on the queue's sink pad makes
+/// GStreamer 1.22 unref a null buffer.
 fn pass_one_frame_per(queue: &gst::Element, interval: Duration) {
-    let Some(pad) = queue.static_pad("sink") else {
+    let Some(pad) = queue.static_pad("src") else {
         return;
     };
     let interval = gst::ClockTime::from_nseconds(interval.as_nanos() as u64);

@@ -1901,3 +1901,409 @@ pub fn run_play_mjs(
     );
     raw
 }
+
+// ===========================================================================
+// Encoder backends (used by tests/encoders.rs)
+//
+// Configs that set `transcode.encoder`, `transcode.fallback` and, for
+// test-only backends, `transcode.pipelines_dir`, which `ServerConfig` writes
+// with fixed values.
+
+/// The encoder keys a test sets on top of a `ServerConfig`.
+#[derive(Debug, Clone)]
+pub struct EncoderSettings {
+    /// `transcode.encoder`: a backend name or `auto`.
+    pub encoder: String,
+    /// `transcode.fallback`.
+    pub fallback: bool,
+    /// `transcode.pipelines_dir`; `None` keeps the shipped `pipelines/`.
+    pub pipelines_dir: Option<PathBuf>,
+}
+
+impl EncoderSettings {
+    pub fn new(encoder: &str, fallback: bool) -> Self {
+        Self {
+            encoder: encoder.to_string(),
+            fallback,
+            pipelines_dir: None,
+        }
+    }
+
+    pub fn pipelines_dir(mut self, dir: &Path) -> Self {
+        self.pipelines_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// `config`'s text with the encoder keys written into `[transcode]`.
+    pub fn apply(&self, config: &ServerConfig, data_dir: &Path) -> String {
+        let mut out = String::new();
+        for line in config.to_toml(data_dir).lines() {
+            match &self.pipelines_dir {
+                Some(dir) if line.starts_with("pipelines_dir = ") => {
+                    out.push_str("pipelines_dir = ");
+                    out.push_str(&toml_string(&dir.to_string_lossy()));
+                }
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+            if line.trim() == "[transcode]" {
+                out.push_str(&format!(
+                    "encoder = {}\nfallback = {}\n",
+                    toml_string(&self.encoder),
+                    self.fallback
+                ));
+            }
+        }
+        out
+    }
+
+    /// Writes the config into a new temporary folder (data under `data/`);
+    /// returns the folder and the config file's path.
+    pub fn write(&self, config: &ServerConfig) -> (TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("create a temporary folder for the config");
+        let path = dir.path().join("bigfoot.toml");
+        let text = self.apply(config, &dir.path().join("data"));
+        std::fs::write(&path, text).expect("write the test config");
+        (dir, path)
+    }
+}
+
+impl Server {
+    /// Like `start`, with the encoder keys of `encoder` in the config.
+    pub fn start_with_encoder(config: &ServerConfig, encoder: &EncoderSettings) -> Self {
+        let (dir, config_path) = encoder.write(config);
+        let mut child = Command::new(bigfoot_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info,bigfoot=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bigfoot serve");
+        let log = Captured::attach(&mut child);
+        let mut server = Self {
+            child: Some(child),
+            log,
+            dir,
+            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        server.wait_for_listeners();
+        server
+    }
+}
+
+/// Copies the shipped `pipelines/*.toml` into `dir`.
+pub fn copy_shipped_pipelines(dir: &Path) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for entry in std::fs::read_dir(&shipped).expect("read pipelines/") {
+        let path = entry.expect("pipelines/ entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+            let name = path.file_name().expect("file name");
+            std::fs::copy(&path, dir.join(name)).expect("copy a pipeline description");
+        }
+    }
+}
+
+/// Whether GStreamer on this box has the element `factory`.
+pub fn gst_element_exists(factory: &str) -> bool {
+    Command::new("gst-inspect-1.0")
+        .args(["--exists", factory])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+// ===========================================================================
+// Control API (used by tests/api.rs)
+//
+// JSON calls with a bearer token from a chosen loopback address, tokens from
+// `bigfoot token` or signed here with chosen claims, and an RSA key with its
+// JWKS file made by `openssl`.
+
+impl Server {
+    /// `http://127.0.0.1:PORT/api/v1{path}`.
+    pub fn api_url(&self, path: &str) -> String {
+        self.http_url(&format!("/api/v1{path}"))
+    }
+
+    /// An HS256 token from `bigfoot token --role ROLE --subject SUBJECT` on
+    /// this server's config.
+    pub fn token(&self, role: &str, subject: &str) -> String {
+        let config = self.config_path().to_string_lossy().into_owned();
+        let args = [
+            "token",
+            "--config",
+            config.as_str(),
+            "--role",
+            role,
+            "--subject",
+            subject,
+            "--ttl",
+            "600",
+        ];
+        let output = run_bigfoot(&args, Duration::from_secs(20));
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(
+            output.status.success() && stdout.split('.').count() == 3,
+            "`bigfoot {}` failed ({}): {stdout:?} {:?}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+}
+
+/// Sends an API request: `method` to `url`, with `Authorization: Bearer
+/// {token}` when given and a JSON `body` when given.
+pub fn api_call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> Response {
+    api_call_from(None, method, url, token, body)
+}
+
+/// Like `api_call`, over a connection from the local address `local`.
+pub fn api_call_from(
+    local: Option<std::net::IpAddr>,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .no_proxy()
+        .local_address(local)
+        .build()
+        .expect("build an HTTP client");
+    let method_value = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = client.request(method_value, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let body = response
+        .bytes()
+        .unwrap_or_else(|e| panic!("read the body of {method} {url}: {e}"))
+        .to_vec();
+    Response {
+        url: format!("{method} {url}"),
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Response {
+    /// The envelope's `data` of a 2xx answer; panics with the body unless
+    /// the status is `status` and the envelope is well formed.
+    pub fn data(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status, status, "{} answered {}", self.url, self.text());
+        let json = self.json().unwrap_or_else(|e| panic!("{e:#}"));
+        check_envelope(self, &json);
+        json["data"].clone()
+    }
+
+    /// The error `code`; panics unless the status is `status` and the error
+    /// body is well formed.
+    pub fn api_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{} answered {}", self.url, self.text());
+        let json = self.json().unwrap_or_else(|e| panic!("{e:#}"));
+        let request_id = self.header("x-request-id").unwrap_or_default();
+        assert!(!request_id.is_empty(), "{} has no X-Request-Id", self.url);
+        assert_eq!(json["requestId"], request_id, "{}: {json}", self.url);
+        assert!(json["message"].is_string(), "{}: {json}", self.url);
+        assert!(json["timestamp"].is_string(), "{}: {json}", self.url);
+        json["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no code in {json}", self.url))
+            .to_string()
+    }
+
+    /// `details.reason` of an auth error.
+    pub fn auth_reason(&self) -> String {
+        let json = self.json().unwrap_or_default();
+        json["details"]["reason"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// Panics unless `json` is `{data, meta: {timestamp, requestId}}` with the
+/// response's `X-Request-Id`.
+pub fn check_envelope(response: &Response, json: &serde_json::Value) {
+    let request_id = response.header("x-request-id").unwrap_or_default();
+    assert!(
+        !request_id.is_empty(),
+        "{} has no X-Request-Id",
+        response.url
+    );
+    assert!(
+        json.get("data").is_some(),
+        "{}: no data in {json}",
+        response.url
+    );
+    assert_eq!(
+        json["meta"]["requestId"], request_id,
+        "{}: {json}",
+        response.url
+    );
+    let timestamp = json["meta"]["timestamp"].as_str().unwrap_or("");
+    assert!(
+        utc_millis(timestamp).is_ok(),
+        "{}: meta.timestamp {timestamp:?}",
+        response.url
+    );
+}
+
+/// Base64url without padding, as JWTs and JWKS use.
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A JWT with `"alg": "none"` and an empty signature.
+pub fn unsigned_jwt(claims: &serde_json::Value) -> String {
+    let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = base64url(claims.to_string().as_bytes());
+    format!("{header}.{payload}.")
+}
+
+/// Signs `claims` with `key` as `alg`, naming `kid` in the header.
+pub fn sign_jwt(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    kid: Option<&str>,
+    claims: &serde_json::Value,
+) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, key).expect("sign a test JWT")
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_secs() -> i64 {
+    now_millis() / 1000
+}
+
+/// An RSA key made by `openssl genrsa`, with a JWKS file that lists its
+/// public half under `kid`.
+pub struct RsaTestKey {
+    pub private_pem: Vec<u8>,
+    pub public_pem: Vec<u8>,
+    pub jwks_path: PathBuf,
+    pub kid: String,
+    _dir: TempDir,
+}
+
+impl RsaTestKey {
+    pub fn generate(kid: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a folder for the RSA key");
+        let key = dir.path().join("key.pem");
+        let key_arg = key.to_string_lossy().into_owned();
+        let openssl = |args: &[&str]| -> Vec<u8> {
+            let output = Command::new("openssl")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("run openssl {}: {e}", args.join(" ")));
+            assert!(
+                output.status.success(),
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            output.stdout
+        };
+        openssl(&["genrsa", "-out", &key_arg, "2048"]);
+        let public_pem = openssl(&["rsa", "-in", &key_arg, "-pubout"]);
+        let modulus = String::from_utf8(openssl(&["rsa", "-in", &key_arg, "-noout", "-modulus"]))
+            .expect("openssl prints text");
+        let hex = modulus
+            .trim()
+            .strip_prefix("Modulus=")
+            .expect("openssl -modulus prints Modulus=HEX");
+        let n: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex modulus"))
+            .collect();
+        let jwks = serde_json::json!({ "keys": [{
+            "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
+            "n": base64url(&n), "e": "AQAB",
+        }]});
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks.to_string()).expect("write the JWKS file");
+        Self {
+            private_pem: std::fs::read(&key).expect("read the RSA key"),
+            public_pem,
+            jwks_path,
+            kid: kid.to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// The private key for signing RS256 test tokens.
+    pub fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
+        jsonwebtoken::EncodingKey::from_rsa_pem(&self.private_pem).expect("an RSA PEM key")
+    }
+}
+
+/// Sends `body` with chunked transfer encoding (no `Content-Length`) over a
+/// plain socket; returns the status.
+pub fn post_chunked(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n"
+    )?;
+    // The server may answer 413 and close before the whole body is sent, so
+    // write errors end the body rather than the call.
+    for chunk in body.chunks(1024) {
+        let sent = write!(stream, "{:x}\r\n", chunk.len())
+            .and_then(|()| stream.write_all(chunk))
+            .and_then(|()| write!(stream, "\r\n"));
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = write!(stream, "0\r\n\r\n");
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let head = String::from_utf8_lossy(&reply);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head:?}"))
+}
