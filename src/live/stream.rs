@@ -27,9 +27,9 @@ use crate::config::{Config, DuplicatePolicy, TranscodeSettings};
 use crate::package::hls;
 use crate::package::isobmff::{FragmentInfo, TrackKind};
 use crate::package::window::RenditionWindow;
+use crate::transcode::backend::BackendKind;
 use crate::transcode::pipeline::{PipelineSettings, ThumbnailSettings};
 use crate::transcode::plan::{self, RenditionKind, RenditionPlan, TrackSet};
-use crate::transcode::backend::BackendKind;
 use crate::transcode::{Backend, EncoderChoice, LivePipeline, PipelineEvent, PipelineOutput};
 
 /// How long a finished pipeline may take to flush its last fragments.

@@ -244,10 +244,7 @@ fn software_fallback(
 pub fn describe(dir: &Path, reports: &[BackendReport]) -> String {
     let mut out = format!("encoder backends in {}:\n", dir.display());
     for report in reports {
-        let kind = report
-            .backend
-            .as_ref()
-            .map_or("?", |b| b.kind.as_str());
+        let kind = report.backend.as_ref().map_or("?", |b| b.kind.as_str());
         let state = match (&report.backend, &report.probe) {
             (Err(e), _) => format!("UNREADABLE: {e}"),
             (Ok(_), None) => format!("MISSING {}", report.missing.join(", ")),
