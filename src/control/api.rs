@@ -86,11 +86,7 @@ impl Control {
                 Some(principal)
             }
         };
-        let id = matched
-            .id
-            .as_deref()
-            .map(routes::stream_name)
-            .transpose()?;
+        let id = matched.id.as_deref().map(routes::stream_name).transpose()?;
         let host = request
             .headers()
             .get(header::HOST)
@@ -179,9 +175,8 @@ impl Control {
 
     async fn create(&self, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
         let body: CreateStream = streams::parse_body(&call.body)?;
-        let ladder: Option<Vec<Rung>> = body
-            .ladder
-            .map(|l| l.into_iter().map(Rung::from).collect());
+        let ladder: Option<Vec<Rung>> =
+            body.ladder.map(|l| l.into_iter().map(Rung::from).collect());
         streams::check_renditions(ladder.as_deref(), body.passthrough, &self.config.transcode)?;
         let name = body.name;
         let (passthrough, enabled) = (body.passthrough, body.enabled);
@@ -226,9 +221,8 @@ impl Control {
         let id = call.id()?.to_string();
         let body: UpdateStream = streams::parse_body(&call.body)?;
         let current = self.record(&id)?;
-        let ladder: Option<Vec<Rung>> = body
-            .ladder
-            .map(|l| l.into_iter().map(Rung::from).collect());
+        let ladder: Option<Vec<Rung>> =
+            body.ladder.map(|l| l.into_iter().map(Rung::from).collect());
         streams::check_renditions(
             ladder.as_deref().or(current.ladder.as_deref()),
             body.passthrough.or(current.passthrough),
@@ -254,7 +248,12 @@ impl Control {
         self.write_catalog(move |catalog| catalog.delete(&name))
             .await?;
         let disconnected = self.disconnect(&id).await?;
-        info!(stream = %id, subject = call.subject(), disconnected, "stream deleted through the API");
+        info!(
+            stream = %id,
+            subject = call.subject(),
+            disconnected,
+            "stream deleted through the API"
+        );
         Ok(call.ok(&serde_json::json!({ "id": id, "deleted": true })))
     }
 
@@ -328,9 +327,19 @@ impl Control {
             .ok_or_else(|| ApiError::StreamNotFound(id.to_string()))
     }
 
-    fn view(&self, record: &StreamRecord, ingest_url: &str, now: time::OffsetDateTime) -> StreamView {
+    fn view(
+        &self,
+        record: &StreamRecord,
+        ingest_url: &str,
+        now: time::OffsetDateTime,
+    ) -> StreamView {
         let snapshot = self.registry.snapshot(&record.name);
-        StreamView::new(record, snapshot.as_ref().map(|s| &s.status), ingest_url, now)
+        StreamView::new(
+            record,
+            snapshot.as_ref().map(|s| &s.status),
+            ingest_url,
+            now,
+        )
     }
 
     /// Runs a catalog change (which writes `catalog.json`) on the blocking

@@ -205,8 +205,8 @@ impl Verifier {
         secret: &[u8],
         jwks_file: Option<&Path>,
     ) -> Result<Self, AuthSetupError> {
-        let key = DecodingKey::from_secret(secret)
-            .map_err(|e| AuthSetupError::Secret(e.to_string()))?;
+        let key =
+            DecodingKey::from_secret(secret).map_err(|e| AuthSetupError::Secret(e.to_string()))?;
         let jwks = match jwks_file {
             Some(file) => read_jwks(file)?,
             None => Vec::new(),
@@ -229,7 +229,10 @@ impl Verifier {
     }
 
     /// Checks the `Authorization` header's bearer token.
-    pub fn verify(&self, authorization: Option<&http::HeaderValue>) -> Result<Principal, AuthError> {
+    pub fn verify(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Result<Principal, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;
         let value = value.to_str().map_err(|_| AuthError::Malformed)?;
         let token = value
@@ -292,7 +295,7 @@ impl Verifier {
     fn audience_matches(&self, claims: &Claims) -> bool {
         let in_aud = match &claims.aud {
             Some(Audience::One(aud)) => *aud == self.audience,
-            Some(Audience::Many(auds)) => auds.iter().any(|a| *a == self.audience),
+            Some(Audience::Many(auds)) => auds.contains(&self.audience),
             None => false,
         };
         in_aud || claims.client_id.as_deref() == Some(self.audience.as_str())
@@ -434,7 +437,8 @@ pub fn mint(
         iat: now,
         exp: now.saturating_add(ttl_secs),
     };
-    let key = EncodingKey::from_secret(secret).map_err(|e| AuthSetupError::Secret(e.to_string()))?;
+    let key =
+        EncodingKey::from_secret(secret).map_err(|e| AuthSetupError::Secret(e.to_string()))?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
         .map_err(|e| AuthSetupError::Sign(e.to_string()))
 }
@@ -525,7 +529,10 @@ mod tests {
         object.remove("role");
         object.remove("aud");
         object.insert("client_id".into(), "bigfoot-api".into());
-        object.insert("cognito:groups".into(), serde_json::json!(["viewer", "admin"]));
+        object.insert(
+            "cognito:groups".into(),
+            serde_json::json!(["viewer", "admin"]),
+        );
         assert_eq!(check(c.clone()).map(|p| p.role), Ok(Role::Admin));
 
         let object = c.as_object_mut().expect("object");

@@ -120,8 +120,9 @@ pub fn success<T: Serialize>(
     };
     match serde_json::to_vec(&envelope) {
         Ok(bytes) => json_response(status, bytes, request_id),
-        Err(e) => ApiError::Internal(format!("cannot encode the response: {e}"))
-            .to_response(request_id),
+        Err(e) => {
+            ApiError::Internal(format!("cannot encode the response: {e}")).to_response(request_id)
+        }
     }
 }
 

@@ -121,9 +121,9 @@ impl EventBus {
             None => Replay::Missed(Vec::new()),
             Some(id) if id + 1 >= log.next_id => Replay::Missed(Vec::new()),
             Some(id) => match log.recent.front() {
-                Some(oldest) if oldest.id <= id + 1 => Replay::Missed(
-                    log.recent.iter().filter(|e| e.id > id).cloned().collect(),
-                ),
+                Some(oldest) if oldest.id <= id + 1 => {
+                    Replay::Missed(log.recent.iter().filter(|e| e.id > id).cloned().collect())
+                }
                 _ => Replay::Resync,
             },
         };

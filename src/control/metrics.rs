@@ -146,8 +146,9 @@ impl Metrics {
         self.rendition_bandwidth.clear();
         let live: Vec<_> = streams.iter().filter(|(_, s)| s.live).collect();
         self.streams_live.set(count(live.len()));
-        self.publishers
-            .set(count(live.iter().filter(|(_, s)| s.publisher.is_some()).count()));
+        self.publishers.set(count(
+            live.iter().filter(|(_, s)| s.publisher.is_some()).count(),
+        ));
         // TODO(viewers): count viewers once delivery tracks sessions.
         self.viewers.set(0);
         for (name, status) in live {
@@ -168,7 +169,9 @@ impl Metrics {
                     rendition: rendition.name.clone(),
                 };
                 let bandwidth = i64::try_from(rendition.bandwidth).unwrap_or(i64::MAX);
-                self.rendition_bandwidth.get_or_create(&labels).set(bandwidth);
+                self.rendition_bandwidth
+                    .get_or_create(&labels)
+                    .set(bandwidth);
             }
         }
     }
@@ -203,7 +206,10 @@ mod tests {
             "bigfoot_viewers 0",
             "bigfoot_ingest_fps{stream=\"cam\"} 29.97",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
         }
         assert!(text.ends_with("# EOF\n"));
     }

@@ -89,13 +89,13 @@ mod tests {
     #[test]
     fn documented_error_codes_are_the_used_codes() {
         let doc = document();
-        let codes: BTreeSet<&str> = doc["components"]["schemas"]["Error"]["properties"]["code"]
-            ["enum"]
-            .as_array()
-            .expect("Error.code enum")
-            .iter()
-            .filter_map(|c| c.as_str())
-            .collect();
+        let codes: BTreeSet<&str> =
+            doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+                .as_array()
+                .expect("Error.code enum")
+                .iter()
+                .filter_map(|c| c.as_str())
+                .collect();
         let used: BTreeSet<&str> = ERROR_CODES.iter().copied().collect();
         assert_eq!(codes, used);
     }

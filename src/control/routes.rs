@@ -39,7 +39,11 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("DELETE", "/api/v1/streams/{id}", Endpoint::DeleteStream),
     ("POST", "/api/v1/streams/{id}/end", Endpoint::EndSession),
     ("GET", "/api/v1/streams/{id}/key", Endpoint::GetKey),
-    ("POST", "/api/v1/streams/{id}/key/rotate", Endpoint::RotateKey),
+    (
+        "POST",
+        "/api/v1/streams/{id}/key/rotate",
+        Endpoint::RotateKey,
+    ),
     (
         "POST",
         "/api/v1/streams/{id}/playback-urls",

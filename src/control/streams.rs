@@ -240,10 +240,12 @@ pub fn page(query: Option<&str>) -> Result<(usize, usize), ApiError> {
     let mut offset = 0;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = || {
-            value
-                .parse::<usize>()
-                .map_err(|_| ApiError::Validation(format!("{name}: not a whole number")))
+        let number = || match value.parse::<usize>() {
+            Ok(n) => Ok(n),
+            Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(usize::MAX)
+            }
+            Err(_) => Err(ApiError::Validation(format!("{name}: not a whole number"))),
         };
         match name {
             "limit" => limit = number()?,
@@ -270,6 +272,10 @@ mod tests {
         assert!(page(Some("limit=0")).is_err());
         assert!(page(Some("limit=101")).is_err());
         assert!(page(Some("offset=-1")).is_err());
+        assert_eq!(
+            page(Some("offset=99999999999999999999999")).ok(),
+            Some((50, usize::MAX))
+        );
     }
 
     #[test]

@@ -128,9 +128,10 @@ impl Delivery {
                     "METHOD_NOT_ALLOWED",
                     "only GET, HEAD and OPTIONS are served",
                 );
-                refused
-                    .headers_mut()
-                    .insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD, OPTIONS"));
+                refused.headers_mut().insert(
+                    http::header::ALLOW,
+                    http::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+                );
                 refused
             }
         };

@@ -126,7 +126,11 @@ impl ViewerTracker {
                 last_seen: now,
             },
         );
-        let current = state.sessions.values().filter(|s| s.stream == stream).count();
+        let current = state
+            .sessions
+            .values()
+            .filter(|s| s.stream == stream)
+            .count();
         let totals = state.totals.entry(stream.to_string()).or_default();
         totals.peak = totals.peak.max(current);
         Some(ViewerChange::Joined {
