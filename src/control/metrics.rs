@@ -35,6 +35,13 @@ struct RenditionLabels {
     rendition: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EncoderLabels {
+    stream: String,
+    rendition: String,
+    encoder: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +53,9 @@ pub struct Metrics {
     ingest_fps: Family<StreamLabels, Gauge<f64, AtomicU64>>,
     ingest_bitrate: Family<StreamLabels, Gauge>,
     rendition_bandwidth: Family<RenditionLabels, Gauge>,
+    rendition_fps: Family<RenditionLabels, Gauge<f64, AtomicU64>>,
+    rendition_encoder: Family<EncoderLabels, Gauge>,
+    dropped_frames: Family<StreamLabels, Gauge>,
     /// Serialises scrapes: each clears and refills the stream families.
     scrape: Mutex<()>,
 }
@@ -107,8 +117,29 @@ impl Metrics {
             "Peak bandwidth of each rendition's segments, in bit/s",
             rendition_bandwidth.clone(),
         );
+        let rendition_fps = Family::<RenditionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "rendition_fps",
+            "Frames per second encoded (or passed through) for each video rendition",
+            rendition_fps.clone(),
+        );
+        let rendition_encoder = Family::<EncoderLabels, Gauge>::default();
+        registry.register(
+            "rendition_encoder",
+            "1 for the encoder backend each rendition uses now",
+            rendition_encoder.clone(),
+        );
+        let dropped_frames = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "dropped_frames",
+            "Source video frames dropped since the stream started",
+            dropped_frames.clone(),
+        );
         Self {
             registry,
+            rendition_fps,
+            rendition_encoder,
+            dropped_frames,
             http_requests,
             bytes_served,
             streams_live,
@@ -144,6 +175,9 @@ impl Metrics {
         self.ingest_fps.clear();
         self.ingest_bitrate.clear();
         self.rendition_bandwidth.clear();
+        self.rendition_fps.clear();
+        self.rendition_encoder.clear();
+        self.dropped_frames.clear();
         let live: Vec<_> = streams.iter().filter(|(_, s)| s.live).collect();
         self.streams_live.set(count(live.len()));
         self.publishers.set(count(
@@ -158,6 +192,9 @@ impl Metrics {
             if let Some(fps) = status.ingest.fps {
                 self.ingest_fps.get_or_create(&labels).set(fps);
             }
+            self.dropped_frames
+                .get_or_create(&labels)
+                .set(i64::try_from(status.dropped_frames).unwrap_or(i64::MAX));
             if let Some(kbps) = status.ingest.bitrate_kbps {
                 self.ingest_bitrate
                     .get_or_create(&labels)
@@ -168,6 +205,15 @@ impl Metrics {
                     stream: name.clone(),
                     rendition: rendition.name.clone(),
                 };
+                if let Some(fps) = rendition.fps {
+                    self.rendition_fps.get_or_create(&labels).set(fps);
+                }
+                let encoder = EncoderLabels {
+                    stream: name.clone(),
+                    rendition: rendition.name.clone(),
+                    encoder: rendition.encoder.clone(),
+                };
+                self.rendition_encoder.get_or_create(&encoder).set(1);
                 let bandwidth = i64::try_from(rendition.bandwidth).unwrap_or(i64::MAX);
                 self.rendition_bandwidth
                     .get_or_create(&labels)

@@ -44,6 +44,8 @@ pub struct StreamStatus {
     /// Encoder backend of the transcoded renditions.
     pub encoder: String,
     pub last_error: Option<String>,
+    /// Source video frames dropped since the stream started.
+    pub dropped_frames: u64,
 }
 
 /// The publisher's media, as received.
@@ -68,6 +70,8 @@ pub struct RenditionStatus {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub bandwidth: u64,
+    /// Frames per second of the output, measured from its segments.
+    pub fps: Option<f64>,
     /// `passthrough`, `copy` (audio) or the encoder backend.
     pub encoder: String,
 }

@@ -114,6 +114,9 @@ pub(super) struct StreamTask {
     thumbnail: Option<Bytes>,
     meter: IngestMeter,
     ingest: IngestStatus,
+    /// Source video frames dropped (waiting for a keyframe after a
+    /// pipeline rebuild), over the life of the stream.
+    dropped_frames: u64,
     last_error: Option<String>,
     generation: u64,
     persisted: PersistedState,
@@ -166,6 +169,7 @@ impl StreamTask {
             thumbnail: None,
             meter: IngestMeter::new(Instant::now()),
             ingest: IngestStatus::default(),
+            dropped_frames: 0,
             last_error: None,
             generation: 0,
             persisted,
@@ -327,7 +331,10 @@ impl StreamTask {
             match &packet {
                 MediaPacket::Video {
                     keyframe: false, ..
-                } => return,
+                } => {
+                    self.dropped_frames += 1;
+                    return;
+                }
                 MediaPacket::Video { keyframe: true, .. } => session.awaiting_keyframe = false,
                 _ => {}
             }
@@ -800,6 +807,7 @@ impl StreamTask {
                     width: info.filter(|_| video).map(|i| i.width),
                     height: info.filter(|_| video).map(|i| i.height),
                     bandwidth: out.window.peak_bitrate(),
+                    fps: (video && out.frame_rate > 0.0).then_some(out.frame_rate),
                     encoder: match plan.kind {
                         RenditionKind::Transcoded { .. } => self.encoder.name.clone(),
                         RenditionKind::Passthrough => "passthrough".into(),
@@ -820,6 +828,7 @@ impl StreamTask {
             renditions,
             encoder: self.encoder.name.clone(),
             last_error: self.last_error.clone(),
+            dropped_frames: self.dropped_frames,
         }
     }
 
