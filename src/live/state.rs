@@ -12,6 +12,10 @@ pub struct PersistedState {
     /// The next init segment id, so `init-{id}.mp4` never names old bytes.
     #[serde(default)]
     pub next_init_id: u32,
+    /// Discontinuities published so far, so that the discontinuity sequence
+    /// carries on after a restart.
+    #[serde(default)]
+    pub discontinuities: u64,
 }
 
 fn path(data_dir: &Path, stream: &str) -> PathBuf {
@@ -56,6 +60,7 @@ mod tests {
             PersistedState {
                 next_sequence: 42,
                 next_init_id: 3,
+                discontinuities: 1,
             },
         )
         .expect("saves");

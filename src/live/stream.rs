@@ -468,6 +468,9 @@ impl StreamTask {
                         self.persisted.next_sequence,
                     )
                     .with_first_init_id(self.persisted.next_init_id);
+                    if self.persisted.next_sequence > 0 {
+                        window = window.continue_after_restart(self.persisted.discontinuities);
+                    }
                     if !matches!(rendition.kind, RenditionKind::Passthrough) {
                         window.fix_target_duration(segment_secs.ceil() as u64);
                     }
@@ -597,8 +600,12 @@ impl StreamTask {
             );
         }
         let next = out.window.next_sequence();
-        if next > self.persisted.next_sequence {
-            self.persisted.next_sequence = next;
+        let discontinuities = out.window.discontinuities();
+        if next > self.persisted.next_sequence
+            || discontinuities > self.persisted.discontinuities
+        {
+            self.persisted.next_sequence = self.persisted.next_sequence.max(next);
+            self.persisted.discontinuities = self.persisted.discontinuities.max(discontinuities);
             self.save_state();
         }
         self.publish_snapshot();

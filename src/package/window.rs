@@ -87,6 +87,24 @@ impl RenditionWindow {
         self
     }
 
+    /// Continues a rendition that an earlier run of the server published:
+    /// `discontinuities` is how many discontinuities that run had (see
+    /// [`RenditionWindow::discontinuities`]), and the first segment of this
+    /// run follows a discontinuity too, so a player that kept the old
+    /// playlist sees the restart.
+    pub fn continue_after_restart(mut self, discontinuities: u64) -> Self {
+        self.discontinuity_sequence = discontinuities;
+        self.discontinuity_pending = true;
+        self
+    }
+
+    /// Every discontinuity so far: those that left the window plus those in
+    /// it. A later run continues its discontinuity sequence from here.
+    pub fn discontinuities(&self) -> u64 {
+        let tagged = self.segments.iter().filter(|s| s.discontinuity).count();
+        self.discontinuity_sequence + tagged as u64
+    }
+
     /// Installs the init segment for the segments pushed from now on.
     /// The same bytes as the current init keep its id; other bytes get a
     /// new one.
@@ -636,5 +654,43 @@ pub(super) mod tests {
             .expect("pushed");
         assert_eq!(window.segments().len(), 1);
         assert_eq!(window.media_sequence(), 1);
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::package::hls::media_playlist;
+
+    const INIT: &[u8] = include_bytes!("../../assets/cmaf/video-240p-init.mp4");
+    const SEGMENT: &[u8] = include_bytes!("../../assets/cmaf/video-240p-segment.m4s");
+
+    #[test]
+    fn a_restart_continues_sequences_with_a_tagged_discontinuity() {
+        let mut before = RenditionWindow::new(3, 0);
+        before.set_init(Bytes::from_static(INIT)).expect("init");
+        let mut now = OffsetDateTime::UNIX_EPOCH;
+        for i in 0..5 {
+            now += Duration::from_secs(2);
+            if i == 2 {
+                before.mark_discontinuity();
+            }
+            before
+                .push(Duration::from_secs(2), Bytes::from_static(SEGMENT), now)
+                .expect("push");
+        }
+        assert_eq!(before.discontinuities(), 1);
+
+        let mut after = RenditionWindow::new(3, before.next_sequence())
+            .continue_after_restart(before.discontinuities());
+        after.set_init(Bytes::from_static(INIT)).expect("init");
+        after
+            .push(Duration::from_secs(2), Bytes::from_static(SEGMENT), now)
+            .expect("push");
+        let text = media_playlist(&after);
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:5"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+        assert_eq!(after.discontinuities(), 2);
     }
 }
