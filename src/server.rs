@@ -100,6 +100,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let swept = crate::live::mirror::sweep_orphans(&data_dir);
+    if swept > 0 {
+        info!(
+            folders = swept,
+            "removed segments mirrored by an earlier run"
+        );
+    }
     let secrets = Secrets::load_or_create(&config)?;
     let catalog = Arc::new(Catalog::load(&config)?);
     let registry = Arc::new(Registry::new(

@@ -85,6 +85,28 @@ impl Mirror {
     }
 }
 
+/// Removes whatever an earlier run mirrored: at start-up nothing is live,
+/// so every stream folder under `data_dir/live/` is an orphan.
+pub fn sweep_orphans(data_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("live")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => removed += 1,
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot remove a mirrored file"),
+        }
+    }
+    removed
+}
+
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
@@ -120,6 +142,16 @@ mod tests {
             thumbnail: None,
             renditions: HashMap::from([("360p".to_string(), rendition)]),
         }
+    }
+
+    #[test]
+    fn orphans_are_swept() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut mirror = Mirror::new(data.path(), "old");
+        mirror.write(&snapshot(&[1]));
+        assert_eq!(sweep_orphans(data.path()), 1);
+        assert!(!data.path().join("live/old").exists());
+        assert_eq!(sweep_orphans(&data.path().join("missing")), 0);
     }
 
     #[test]

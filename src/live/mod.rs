@@ -8,7 +8,7 @@
 
 mod manifests;
 mod meter;
-mod mirror;
+pub mod mirror;
 mod registry;
 mod snapshot;
 mod state;
