@@ -601,9 +601,7 @@ impl StreamTask {
         }
         let next = out.window.next_sequence();
         let discontinuities = out.window.discontinuities();
-        if next > self.persisted.next_sequence
-            || discontinuities > self.persisted.discontinuities
-        {
+        if next > self.persisted.next_sequence || discontinuities > self.persisted.discontinuities {
             self.persisted.next_sequence = self.persisted.next_sequence.max(next);
             self.persisted.discontinuities = self.persisted.discontinuities.max(discontinuities);
             self.save_state();
