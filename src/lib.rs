@@ -14,6 +14,7 @@
 //! [`config`] holds the `config.toml` schema; [`server`] starts the stages
 //! under one cancellation root.
 
+pub mod accept;
 pub mod config;
 pub mod control;
 pub mod deliver;

@@ -12,8 +12,11 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::config::secrets::{Secrets, SecretsError};
 use crate::control::catalog::{Catalog, CatalogError};
-use crate::control::{Control, ControlError};
+use crate::control::events::EventBus;
+use crate::control::webhooks::{self, PublishHook};
+use crate::control::{Background, Control, ControlError};
 use crate::deliver::token::Signer;
+use crate::deliver::viewers::{self, ViewerTracker};
 use crate::live::Registry;
 use crate::transcode::select::{self, ProbeSettings};
 use crate::transcode::{self, EncoderChoice};
@@ -100,6 +103,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // Every connection is a file descriptor: take what the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(limit, "open file limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open file limit"),
+    }
     let swept = crate::live::mirror::sweep_orphans(&data_dir);
     if swept > 0 {
         info!(
@@ -109,13 +117,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     }
     let secrets = Secrets::load_or_create(&config)?;
     let catalog = Arc::new(Catalog::load(&config)?);
-    let registry = Arc::new(Registry::new(
-        config.clone(),
-        catalog,
-        encoders.clone(),
-        shutdown.clone(),
-        tasks.clone(),
+    let events = Arc::new(EventBus::new(
+        config.events.replay_buffer,
+        config.events.client_queue,
     ));
+    let viewers = Arc::new(ViewerTracker::new(config.viewer_timeout()));
+    let registry = Arc::new(
+        Registry::new(
+            config.clone(),
+            catalog,
+            encoders.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        )
+        .with_observers(events.clone(), viewers.clone())
+        .with_publish_hook(PublishHook::from_config(&config)),
+    );
     let signer = Signer::from_secrets(&secrets, &config.playback);
     let control = Arc::new(Control::new(
         config.clone(),
@@ -123,7 +140,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         signer.clone(),
         &secrets,
         rtmp_addr,
+        Background {
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        },
     )?);
+    webhooks::start(
+        &config,
+        &events,
+        control.metrics().webhooks(),
+        &shutdown,
+        &tasks,
+    );
+    tasks.spawn(viewers::sweep_until(viewers, events, shutdown.clone()));
     tasks.spawn(crate::ingest::serve(
         rtmp,
         config.clone(),

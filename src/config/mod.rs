@@ -32,6 +32,9 @@ pub struct Config {
     pub playback: PlaybackSettings,
     pub thumbnails: ThumbnailSettings,
     pub api: ApiSettings,
+    pub events: EventSettings,
+    /// Where to POST events, and which.
+    pub webhooks: Vec<WebhookSettings>,
     /// Streams that may publish, each with its secret key.
     pub streams: Vec<StreamSettings>,
     /// Where the file was read from; relative paths resolve against its folder.
@@ -51,6 +54,8 @@ pub struct ServerSettings {
     pub public_url: String,
     /// Seconds SIGTERM waits for streams to end before exiting anyway.
     pub shutdown_grace_secs: u64,
+    /// Most HTTP connections open at once; more are closed at accept.
+    pub max_http_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +66,7 @@ impl Default for ServerSettings {
             data_dir: PathBuf::from("data"),
             public_url: String::new(),
             shutdown_grace_secs: 5,
+            max_http_connections: 16_384,
         }
     }
 }
@@ -95,6 +101,16 @@ pub struct IngestSettings {
     pub track_wait_ms: u64,
     pub on_duplicate: DuplicatePolicy,
     pub max_connections: usize,
+    /// Longest RTMP message a publisher may announce; a longer one closes
+    /// the connection before any of it is buffered.
+    pub max_message_bytes: usize,
+    /// `http://` URL asked whether a publish may go ahead (a 2xx answer
+    /// allows it). Empty: no hook.
+    pub on_publish_url: String,
+    /// How long the hook may take before the publish is refused.
+    pub on_publish_timeout_ms: u64,
+    /// Signs the hook's requests like webhook deliveries. Empty: unsigned.
+    pub on_publish_secret: String,
 }
 
 impl Default for IngestSettings {
@@ -106,7 +122,11 @@ impl Default for IngestSettings {
             reconnect_grace_secs: 30,
             track_wait_ms: 1500,
             on_duplicate: DuplicatePolicy::Takeover,
-            max_connections: 256,
+            max_connections: 4096,
+            max_message_bytes: 8 * 1024 * 1024,
+            on_publish_url: String::new(),
+            on_publish_timeout_ms: 2000,
+            on_publish_secret: String::new(),
         }
     }
 }
@@ -211,6 +231,9 @@ pub struct PlaybackSettings {
     pub default_ttl_secs: u64,
     /// Tolerated clock difference when checking expiry, in seconds.
     pub clock_leeway_secs: u64,
+    /// A player with no request for this long has left. 0: three segment
+    /// durations.
+    pub viewer_timeout_secs: u64,
 }
 
 /// A playback signing key.
@@ -234,6 +257,7 @@ impl Default for PlaybackSettings {
             signing_key_id: String::new(),
             default_ttl_secs: 3600,
             clock_leeway_secs: 30,
+            viewer_timeout_secs: 0,
         }
     }
 }
@@ -274,6 +298,38 @@ impl Default for ApiSettings {
             max_body_bytes: 64 * 1024,
         }
     }
+}
+
+/// The event socket (`/api/v1/events`) and its server-sent twin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    /// Recent events kept for clients that resume with `since`.
+    pub replay_buffer: usize,
+    /// Events a client may fall behind the newest one before it is cut off
+    /// as too slow (the capacity of the live event ring).
+    pub client_queue: usize,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            replay_buffer: 1024,
+            client_queue: 256,
+        }
+    }
+}
+
+/// A receiver of events over HTTP POST.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// `http://` URL to POST each event to.
+    pub url: String,
+    /// Event types to send, such as `stream:started`; `["*"]` sends all.
+    pub events: Vec<String>,
+    /// HMAC-SHA256 key of the `X-Bigfoot-Signature` header; 16 bytes or more.
+    pub secret: String,
 }
 
 /// JPEG thumbnails of the live picture.
@@ -353,6 +409,14 @@ impl Config {
     /// Segment duration as a [`Duration`].
     pub fn segment_duration(&self) -> Duration {
         Duration::from_secs_f64(self.transcode.segment_secs)
+    }
+
+    /// How long a silent player still counts as a viewer.
+    pub fn viewer_timeout(&self) -> Duration {
+        match self.playback.viewer_timeout_secs {
+            0 => self.segment_duration() * 3,
+            secs => Duration::from_secs(secs),
+        }
     }
 
     /// The stream a key publishes to, if any.

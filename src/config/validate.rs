@@ -17,6 +17,10 @@ pub const X264_PRESETS: &[&str] = &[
 
 /// Longest stream or rendition name accepted.
 pub const MAX_NAME_LEN: usize = 64;
+/// Bounds of `ingest.max_message_bytes`: room for a command, and the
+/// largest length an RTMP message header can carry.
+const MIN_MESSAGE_BYTES: usize = 64 * 1024;
+const MAX_MESSAGE_BYTES: usize = 0xFF_FFFF;
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +151,30 @@ impl Config {
                 "timeouts must be at least 1 second".into(),
             ));
         }
+        if self.server.max_http_connections == 0 {
+            return Err(bad(
+                "server.max_http_connections",
+                "must be at least 1".into(),
+            ));
+        }
         if ingest.max_connections == 0 {
             return Err(bad("ingest.max_connections", "must be at least 1".into()));
+        }
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&ingest.max_message_bytes) {
+            return Err(bad(
+                "ingest.max_message_bytes",
+                format!("must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        self.validate_hooks()?;
+        if self.events.replay_buffer == 0 {
+            return Err(bad("events.replay_buffer", "must be at least 1".into()));
+        }
+        if !(16..=1_000_000).contains(&self.events.client_queue) {
+            return Err(bad(
+                "events.client_queue",
+                format!("{} is outside 16 to 1000000", self.events.client_queue),
+            ));
         }
         let url = &self.server.public_url;
         if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
@@ -204,6 +230,53 @@ impl Config {
         Ok(())
     }
 
+    fn validate_hooks(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, message: String| ConfigError::Invalid {
+            file: self.source.clone(),
+            key,
+            message,
+        };
+        let ingest = &self.ingest;
+        if !ingest.on_publish_url.is_empty() && !is_http_url(&ingest.on_publish_url) {
+            return Err(bad(
+                "ingest.on_publish_url".into(),
+                "must be an http:// URL with a host (https is not supported)".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&ingest.on_publish_timeout_ms) {
+            return Err(bad(
+                "ingest.on_publish_timeout_ms".into(),
+                format!("{} is outside 50 to 60000", ingest.on_publish_timeout_ms),
+            ));
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("webhooks[{i}].{field}");
+            if !is_http_url(&hook.url) {
+                return Err(bad(
+                    key("url"),
+                    "must be an http:// URL with a host (https is not supported)".into(),
+                ));
+            }
+            if hook.secret.len() < 16 {
+                return Err(bad(key("secret"), "must be at least 16 bytes".into()));
+            }
+            if hook.events.is_empty() {
+                return Err(bad(key("events"), "lists no event type".into()));
+            }
+            if let Some(unknown) = hook
+                .events
+                .iter()
+                .find(|e| *e != "*" && !EVENT_TYPES.contains(&e.as_str()))
+            {
+                return Err(bad(
+                    key("events"),
+                    format!("`{unknown}` is not one of *, {}", EVENT_TYPES.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_streams(&self) -> Result<(), ConfigError> {
         let bad = |key: String, message: String| ConfigError::Invalid {
             file: self.source.clone(),
@@ -248,6 +321,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Event types a webhook may ask for.
+pub const EVENT_TYPES: &[&str] = &[
+    "stream:started",
+    "stream:ended",
+    "stream:qualityChanged",
+    "stream:health",
+    "viewer:joined",
+    "viewer:left",
+    "thumbnail:updated",
+];
+
+/// Whether `url` is `http://host...`: the only scheme hooks are sent over.
+fn is_http_url(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .is_some_and(|authority| !authority.is_empty() && !authority.contains('@'))
+        && url.parse::<http::Uri>().is_ok()
 }
 
 /// Best-effort name of the key a TOML parse error points at, such as
@@ -328,6 +420,40 @@ mod tests {
                      [[streams]]\nname = \"b\"\nkey = \"abcd\"\n";
         let err = load(twice).expect_err("duplicate key");
         assert!(err.to_string().contains("streams[1].key"), "{err}");
+    }
+
+    #[test]
+    fn hooks_are_checked() {
+        let hook = |url: &str, events: &str, secret: &str| {
+            format!("[[webhooks]]\nurl = \"{url}\"\nevents = {events}\nsecret = \"{secret}\"\n")
+        };
+        let good = hook(
+            "http://10.0.0.1:9000/in",
+            r#"["stream:started"]"#,
+            "0123456789abcdef",
+        );
+        assert_eq!(load(&good).expect("valid").webhooks.len(), 1);
+        for (text, key) in [
+            (
+                hook("https://x/in", r#"["*"]"#, "0123456789abcdef"),
+                "webhooks[0].url",
+            ),
+            (
+                hook("http://x/in", r#"["*"]"#, "short"),
+                "webhooks[0].secret",
+            ),
+            (
+                hook("http://x/in", r#"["stream:gone"]"#, "0123456789abcdef"),
+                "webhooks[0].events",
+            ),
+            (
+                "[ingest]\non_publish_url = \"ftp://x\"\n".into(),
+                "ingest.on_publish_url",
+            ),
+        ] {
+            let err = load(&text).expect_err("must fail");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -5,18 +5,20 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use tracing::info;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tracing::{Instrument, debug_span, info};
 
 use super::Control;
 use super::auth::Principal;
 use super::catalog::{Catalog, CatalogError, StreamPatch, StreamRecord};
 use super::envelope::{self, ApiError, Body, Pagination, RequestId};
+use super::events::{Resume, query_value};
 use super::routes::{self, Endpoint};
 use super::streams::{
     self, CreateStream, MAX_PLAYBACK_TTL_SECS, PlaybackRequest, PlaybackUrls, StreamKey,
     StreamView, StreamWithKey, UpdateStream,
 };
+use super::{socket, sse};
 use crate::config::Rung;
 use crate::deliver::token::{Target, unix_now};
 use crate::live::StreamStatus;
@@ -53,7 +55,7 @@ impl Control {
     /// endpoint.
     pub(super) async fn dispatch<B>(
         &self,
-        request: Request<B>,
+        mut request: Request<B>,
         peer: SocketAddr,
         request_id: &RequestId,
     ) -> Result<Response<Body>, ApiError>
@@ -75,8 +77,12 @@ impl Control {
         let principal = match endpoint.role() {
             None => None,
             Some(required) => {
-                let authorization = request.headers().get(header::AUTHORIZATION);
-                let principal = self.verifier.verify(authorization)?;
+                let mut authorization = request.headers().get(header::AUTHORIZATION).cloned();
+                if authorization.is_none() && endpoint.token_in_query() {
+                    authorization = query_value(request.uri().query(), "access_token")
+                        .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
+                }
+                let principal = self.verifier.verify(authorization.as_ref())?;
                 self.limits
                     .check_subject(&principal.subject)
                     .map_err(ApiError::RateLimited)?;
@@ -94,6 +100,11 @@ impl Control {
             .filter(|h| is_plain_host(h))
             .map(str::to_string);
         let query = request.uri().query().map(str::to_string);
+        match endpoint {
+            Endpoint::Events => return self.open_socket(&mut request, request_id),
+            Endpoint::EventStream => return self.open_event_stream(&request, request_id),
+            _ => {}
+        }
         let body = if endpoint.takes_body() {
             self.read_body(request).await?
         } else {
@@ -125,7 +136,48 @@ impl Control {
             Endpoint::GetKey => self.key(call),
             Endpoint::RotateKey => self.rotate(call).await,
             Endpoint::PlaybackUrls => self.playback_urls(call),
+            // Answered by `dispatch`, which still has the request.
+            Endpoint::Events | Endpoint::EventStream => Err(ApiError::NotFound),
         }
+    }
+
+    /// `GET /api/v1/events`: checks the upgrade, answers `101` and starts
+    /// the client's socket task.
+    fn open_socket<B>(
+        &self,
+        request: &mut Request<B>,
+        request_id: &RequestId,
+    ) -> Result<Response<Body>, ApiError> {
+        let resume = resume_of(request)?;
+        let handshake = socket::Handshake::from_request(request)?;
+        let response = handshake.response(request_id);
+        let client = socket::Client {
+            events: self.registry.events().clone(),
+            subscription: resume.subscription,
+            since: resume.since,
+            shutdown: self.background.shutdown.clone(),
+            disconnects: self.metrics.disconnects(),
+        };
+        let span = debug_span!("event socket", request_id = request_id.as_str());
+        self.background
+            .tasks
+            .spawn(socket::serve(handshake, client).instrument(span));
+        Ok(response)
+    }
+
+    /// `GET /api/v1/events/sse`: the same events as a `text/event-stream`.
+    fn open_event_stream<B>(
+        &self,
+        request: &Request<B>,
+        request_id: &RequestId,
+    ) -> Result<Response<Body>, ApiError> {
+        let resume = resume_of(request)?;
+        Ok(sse::response(
+            self.registry.events(),
+            resume,
+            self.background.shutdown.clone(),
+            request_id,
+        ))
     }
 
     fn ready(&self, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
@@ -145,7 +197,8 @@ impl Control {
                 Some((name, snapshot.status.clone()))
             })
             .collect();
-        let text = self.metrics.render(&streams);
+        let viewers = self.registry.viewers().all_stats(std::time::Instant::now());
+        let text = self.metrics.render(&streams, &viewers);
         envelope::text(super::metrics::CONTENT_TYPE, text, call.request_id)
     }
 
@@ -334,9 +387,14 @@ impl Control {
         now: time::OffsetDateTime,
     ) -> StreamView {
         let snapshot = self.registry.snapshot(&record.name);
+        let viewers = self
+            .registry
+            .viewers()
+            .stats(&record.name, std::time::Instant::now());
         StreamView::new(
             record,
             snapshot.as_ref().map(|s| &s.status),
+            viewers,
             ingest_url,
             now,
         )
@@ -405,6 +463,15 @@ impl Control {
             None => crate::server::public_base_url(&self.config),
         }
     }
+}
+
+/// `streams`, `since` and `Last-Event-ID` of an events request.
+fn resume_of<B>(request: &Request<B>) -> Result<Resume, ApiError> {
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok());
+    Resume::parse(request.uri().query(), last_event_id).map_err(ApiError::Validation)
 }
 
 fn catalog_error(e: CatalogError) -> ApiError {

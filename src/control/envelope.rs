@@ -7,13 +7,20 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
 use super::auth::{AuthError, Role};
 
-/// The body type of every control response.
-pub type Body = Full<Bytes>;
+/// The body type of every HTTP response: whole bodies and streams
+/// (server-sent events) alike.
+pub type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,6 +46,7 @@ pub const ERROR_CODES: &[&str] = &[
     "INVALID_JSON",
     "PAYLOAD_TOO_LARGE",
     "NOT_READY",
+    "UPGRADE_REQUIRED",
     "INTERNAL",
 ];
 
@@ -128,7 +136,7 @@ pub fn success<T: Serialize>(
 
 /// A non-JSON body (metrics, for instance) with its content type.
 pub fn text(content_type: &str, body: String, request_id: &RequestId) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     set(&mut response, header::CONTENT_TYPE, content_type);
     set(&mut response, header::CACHE_CONTROL, "no-store");
     request_id.stamp(&mut response);
@@ -136,7 +144,7 @@ pub fn text(content_type: &str, body: String, request_id: &RequestId) -> Respons
 }
 
 fn json_response(status: StatusCode, bytes: Vec<u8>, request_id: &RequestId) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     set(&mut response, header::CONTENT_TYPE, JSON);
     set(&mut response, header::CACHE_CONTROL, "no-store");
@@ -192,6 +200,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the server is starting or stopping")]
     NotReady,
+    #[error("this endpoint is a WebSocket: send `Upgrade: websocket` (or use /api/v1/events/sse)")]
+    UpgradeRequired,
     /// The detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -211,6 +221,7 @@ impl ApiError {
             Self::Validation(_) | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -231,6 +242,7 @@ impl ApiError {
             Self::InvalidJson(_) => "INVALID_JSON",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::NotReady => "NOT_READY",
+            Self::UpgradeRequired => "UPGRADE_REQUIRED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -278,6 +290,10 @@ impl ApiError {
         match self {
             Self::RateLimited(secs) => set(&mut response, header::RETRY_AFTER, &secs.to_string()),
             Self::MethodNotAllowed(allow) => set(&mut response, header::ALLOW, allow),
+            Self::UpgradeRequired => {
+                set(&mut response, header::UPGRADE, "websocket");
+                set(&mut response, header::CONNECTION, "Upgrade");
+            }
             Self::Auth(e) => set(
                 &mut response,
                 header::WWW_AUTHENTICATE,
@@ -336,6 +352,7 @@ mod tests {
             ApiError::InvalidJson("x".into()),
             ApiError::PayloadTooLarge(1),
             ApiError::NotReady,
+            ApiError::UpgradeRequired,
             ApiError::Internal("x".into()),
             ApiError::Auth(AuthError::Missing),
             ApiError::Auth(AuthError::Expired),

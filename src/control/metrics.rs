@@ -5,6 +5,7 @@
 //! as responses leave; gauges about streams are refreshed from the stream
 //! snapshots when `/metrics` is scraped, so nothing here touches media work.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
@@ -14,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::deliver::viewers::ViewerStats;
 use crate::live::StreamStatus;
 
 /// The content type of the text exposition.
@@ -36,6 +38,47 @@ struct RenditionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Counts webhook deliveries by result: `ok`, `retry` (an attempt failed
+/// and will be retried), `failed` (all attempts failed) and `dropped` (the
+/// webhook's queue was full).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookCounter(Family<ResultLabels, Counter>);
+
+impl WebhookCounter {
+    pub fn count(&self, result: &'static str) {
+        self.0.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Counts closed event sockets and streams by why: `client` (it left),
+/// `slow_consumer`, `heartbeat_timeout`, `shutdown` or `protocol`.
+#[derive(Debug, Clone, Default)]
+pub struct DisconnectCounter(Family<ReasonLabels, Counter>);
+
+impl DisconnectCounter {
+    /// Counts one socket ended with `code` (`None`: the client closed it).
+    pub fn count(&self, code: Option<u16>) {
+        let reason = match code {
+            None => "client",
+            Some(4008) => "slow_consumer",
+            Some(4002) => "heartbeat_timeout",
+            Some(1001) => "shutdown",
+            Some(_) => "protocol",
+        };
+        self.0.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EncoderLabels {
     stream: String,
     rendition: String,
@@ -50,6 +93,10 @@ pub struct Metrics {
     streams_live: Gauge,
     publishers: Gauge,
     viewers: Gauge,
+    stream_viewers: Family<StreamLabels, Gauge>,
+    rendition_viewers: Family<RenditionLabels, Gauge>,
+    webhooks: WebhookCounter,
+    disconnects: DisconnectCounter,
     ingest_fps: Family<StreamLabels, Gauge<f64, AtomicU64>>,
     ingest_bitrate: Family<StreamLabels, Gauge>,
     rendition_bandwidth: Family<RenditionLabels, Gauge>,
@@ -96,8 +143,33 @@ impl Metrics {
         let viewers = Gauge::default();
         registry.register(
             "viewers",
-            "Current viewers over all streams (not counted yet: always 0)",
+            "Current viewers (player sessions) over all streams",
             viewers.clone(),
+        );
+        let stream_viewers = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "stream_viewers",
+            "Current viewers of each stream",
+            stream_viewers.clone(),
+        );
+        let rendition_viewers = Family::<RenditionLabels, Gauge>::default();
+        registry.register(
+            "rendition_viewers",
+            "Current viewers of each rendition (by the last one they fetched)",
+            rendition_viewers.clone(),
+        );
+        let webhooks = WebhookCounter::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by result: ok, retry, failed (gave up), dropped (queue full)",
+            webhooks.0.clone(),
+        );
+        let disconnects = DisconnectCounter::default();
+        registry.register(
+            "event_disconnects",
+            "Event sockets and streams closed, by reason: client, slow_consumer, \
+             heartbeat_timeout, shutdown, protocol",
+            disconnects.0.clone(),
         );
         let ingest_fps = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -145,6 +217,10 @@ impl Metrics {
             streams_live,
             publishers,
             viewers,
+            stream_viewers,
+            rendition_viewers,
+            webhooks,
+            disconnects,
             ingest_fps,
             ingest_bitrate,
             rendition_bandwidth,
@@ -160,10 +236,26 @@ impl Metrics {
         self.bytes_served.inc_by(body_bytes);
     }
 
-    /// The text exposition, with the stream gauges taken from `streams`.
-    pub fn render(&self, streams: &[(String, StreamStatus)]) -> String {
+    /// The counter closed event sockets report to.
+    pub fn disconnects(&self) -> DisconnectCounter {
+        self.disconnects.clone()
+    }
+
+    /// The counter webhook deliveries report to.
+    pub fn webhooks(&self) -> WebhookCounter {
+        self.webhooks.clone()
+    }
+
+    /// The text exposition, with the stream gauges taken from `streams`
+    /// and the viewer gauges from `viewers`.
+    pub fn render(
+        &self,
+        streams: &[(String, StreamStatus)],
+        viewers: &HashMap<String, ViewerStats>,
+    ) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.refresh(streams);
+        self.refresh_viewers(viewers);
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();
@@ -183,8 +275,6 @@ impl Metrics {
         self.publishers.set(count(
             live.iter().filter(|(_, s)| s.publisher.is_some()).count(),
         ));
-        // TODO(viewers): count viewers once delivery tracks sessions.
-        self.viewers.set(0);
         for (name, status) in live {
             let labels = StreamLabels {
                 stream: name.clone(),
@@ -223,6 +313,30 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    fn refresh_viewers(&self, viewers: &HashMap<String, ViewerStats>) {
+        self.stream_viewers.clear();
+        self.rendition_viewers.clear();
+        self.viewers
+            .set(count(viewers.values().map(|v| v.current).sum()));
+        for (stream, stats) in viewers.iter().filter(|(_, v)| v.current > 0) {
+            let labels = StreamLabels {
+                stream: stream.clone(),
+            };
+            self.stream_viewers
+                .get_or_create(&labels)
+                .set(count(stats.current));
+            for (rendition, n) in &stats.by_rendition {
+                let labels = RenditionLabels {
+                    stream: stream.clone(),
+                    rendition: rendition.clone(),
+                };
+                self.rendition_viewers.get_or_create(&labels).set(count(*n));
+            }
+        }
+    }
+}
+
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -242,14 +356,29 @@ mod tests {
             ..StreamStatus::default()
         };
         status.ingest.fps = Some(29.97);
-        let text = metrics.render(&[("cam".into(), status), ("idle".into(), Default::default())]);
+        let viewers = HashMap::from([(
+            "cam".to_string(),
+            ViewerStats {
+                current: 2,
+                by_rendition: HashMap::from([("source".to_string(), 2)]),
+                ..ViewerStats::default()
+            },
+        )]);
+        metrics.webhooks().count("retry");
+        let text = metrics.render(
+            &[("cam".into(), status), ("idle".into(), Default::default())],
+            &viewers,
+        );
         for line in [
             "bigfoot_http_requests_total{status=\"200\"} 1",
             "bigfoot_http_requests_total{status=\"404\"} 1",
             "bigfoot_bytes_served_total 1020",
             "bigfoot_streams_live 1",
             "bigfoot_publishers 1",
-            "bigfoot_viewers 0",
+            "bigfoot_viewers 2",
+            "bigfoot_stream_viewers{stream=\"cam\"} 2",
+            "bigfoot_rendition_viewers{stream=\"cam\",rendition=\"source\"} 2",
+            "bigfoot_webhook_deliveries_total{result=\"retry\"} 1",
             "bigfoot_ingest_fps{stream=\"cam\"} 29.97",
         ] {
             assert!(

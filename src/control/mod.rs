@@ -12,6 +12,9 @@
 //! - [`envelope`]: request ids, the `{data, meta}` body and error codes;
 //! - [`streams`]: the stream resource and request bodies;
 //! - `api`: the handlers;
+//! - [`events`]: the event bus; [`socket`] and [`sse`]: the event socket
+//!   and its server-sent twin; [`webhooks`]: events POSTed out, and the
+//!   `on_publish` hook;
 //! - [`metrics`]: Prometheus metrics; [`openapi`]: the API document.
 
 mod api;
@@ -23,7 +26,10 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod socket;
+pub mod sse;
 pub mod streams;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::Config;
@@ -62,6 +70,16 @@ pub struct Control {
     /// The bound RTMP address, for ingest URLs.
     rtmp_addr: SocketAddr,
     ready: AtomicBool,
+    /// Ends event sockets and streams on shutdown; socket tasks run here.
+    background: Background,
+}
+
+/// The server's cancellation root and task tracker, for the event
+/// socket tasks control starts.
+#[derive(Clone)]
+pub struct Background {
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
 }
 
 impl Control {
@@ -72,6 +90,7 @@ impl Control {
         signer: Signer,
         secrets: &Secrets,
         rtmp_addr: SocketAddr,
+        background: Background,
     ) -> Result<Self, ControlError> {
         let api = &config.api;
         let jwks = (!api.jwks_file.as_os_str().is_empty()).then(|| config.resolve(&api.jwks_file));
@@ -88,6 +107,7 @@ impl Control {
             metrics: Metrics::new(),
             rtmp_addr,
             ready: AtomicBool::new(false),
+            background,
         })
     }
 
@@ -193,7 +213,7 @@ impl Control {
 
 /// The answer to a CORS preflight of an API call.
 fn preflight(request_id: &RequestId) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(envelope::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(

@@ -8,9 +8,8 @@
 
 use bytes::Bytes;
 use http::{Response, header};
-use http_body_util::Full;
 
-use super::envelope::{Body, JSON, RequestId};
+use super::envelope::{Body, JSON, RequestId, full};
 
 /// The document's text.
 pub const DOCUMENT: &str = include_str!("openapi.json");
@@ -18,7 +17,7 @@ pub const DOCUMENT: &str = include_str!("openapi.json");
 /// The document as a response (raw, not in the envelope, so that tools
 /// read it directly).
 pub fn response(request_id: &RequestId) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(DOCUMENT.as_bytes())));
+    let mut response = Response::new(full(Bytes::from_static(DOCUMENT.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(JSON));
     headers.insert(

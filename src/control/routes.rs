@@ -24,6 +24,8 @@ pub enum Endpoint {
     GetKey,
     RotateKey,
     PlaybackUrls,
+    Events,
+    EventStream,
 }
 
 /// Every route: method, path template (`{id}` is a stream name), endpoint.
@@ -49,6 +51,8 @@ pub const ROUTES: &[(&str, &str, Endpoint)] = &[
         "/api/v1/streams/{id}/playback-urls",
         Endpoint::PlaybackUrls,
     ),
+    ("GET", "/api/v1/events", Endpoint::Events),
+    ("GET", "/api/v1/events/sse", Endpoint::EventStream),
 ];
 
 impl Endpoint {
@@ -56,7 +60,11 @@ impl Endpoint {
     pub fn role(self) -> Option<Role> {
         match self {
             Self::Health | Self::Ready | Self::Metrics | Self::OpenApi => None,
-            Self::ListStreams | Self::GetStream | Self::PlaybackUrls => Some(Role::Viewer),
+            Self::ListStreams
+            | Self::GetStream
+            | Self::PlaybackUrls
+            | Self::Events
+            | Self::EventStream => Some(Role::Viewer),
             Self::CreateStream
             | Self::UpdateStream
             | Self::DeleteStream
@@ -69,6 +77,12 @@ impl Endpoint {
     /// Whether it is under `/api/`, where rate limits and CORS apply.
     pub fn is_api(self) -> bool {
         !matches!(self, Self::Health | Self::Ready | Self::Metrics)
+    }
+
+    /// Whether the token may come as an `access_token` query parameter
+    /// (browsers cannot set headers on WebSockets and `EventSource`).
+    pub fn token_in_query(self) -> bool {
+        matches!(self, Self::Events | Self::EventStream)
     }
 
     /// Whether a request body is read.

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::catalog::{Origin, StreamRecord};
 use super::envelope::{ApiError, rfc3339};
 use crate::config::{Rung, TranscodeSettings};
+use crate::deliver::viewers::ViewerStats;
 use crate::live::{IngestStatus, RenditionStatus, StreamStatus};
 
 /// Most rungs a stream's own ladder may have.
@@ -68,8 +69,10 @@ pub struct StreamView {
     pub publisher: Option<String>,
     pub ingest: IngestStatus,
     pub renditions: Vec<RenditionStatus>,
-    /// TODO(viewers): always 0 until delivery counts viewers.
-    pub current_viewers: u64,
+    /// Player sessions watching now (`viewers.current`).
+    pub current_viewers: usize,
+    /// Viewers now, at the peak and in total this stream session.
+    pub viewers: ViewerStats,
     pub last_error: Option<String>,
     /// Where to publish, without the key (OBS's "Server").
     pub ingest_url: String,
@@ -81,6 +84,7 @@ impl StreamView {
     pub fn new(
         record: &StreamRecord,
         status: Option<&StreamStatus>,
+        viewers: ViewerStats,
         ingest_url: &str,
         now: OffsetDateTime,
     ) -> Self {
@@ -105,7 +109,8 @@ impl StreamView {
             publisher: status.publisher.filter(|_| status.live),
             ingest: status.ingest,
             renditions: status.renditions,
-            current_viewers: 0,
+            current_viewers: viewers.current,
+            viewers,
             last_error: status.last_error,
             ingest_url: ingest_url.to_string(),
         }

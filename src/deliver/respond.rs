@@ -3,11 +3,10 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::Full;
 
 use crate::config::PlaybackSettings;
 
-pub type Body = Full<Bytes>;
+pub use crate::control::envelope::{Body, full};
 
 pub const M3U8: &str = "application/vnd.apple.mpegurl";
 pub const JSON: &str = "application/json";
@@ -17,7 +16,7 @@ pub const JPEG: &str = "image/jpeg";
 /// A JSON error with a stable code.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": code, "message": message });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     set(&mut response, header::CONTENT_TYPE, JSON);
     set(&mut response, header::CACHE_CONTROL, "no-store");
@@ -26,7 +25,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 
 /// A body with its content type and cache lifetime.
 pub fn body(data: Bytes, content_type: &str, max_age: u32) -> Response<Body> {
-    let mut response = Response::new(Full::new(data));
+    let mut response = Response::new(full(data));
     set(&mut response, header::CONTENT_TYPE, content_type);
     let cache = if max_age == 0 {
         "no-cache".to_string()
@@ -59,7 +58,7 @@ pub fn cors(response: &mut Response<Body>, origin: Option<&HeaderValue>, p: &Pla
 
 /// The answer to a CORS preflight.
 pub fn preflight() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     set(
         &mut response,

@@ -11,20 +11,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::accept::{Accepted, Acceptor};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, debug_span, warn};
+use tracing::{Instrument, debug, debug_span};
 
 use super::respond::{self, Body, JPEG, M3U8, MPD};
 use super::route::{Route, RouteError, signed_route};
 use super::token::{Scope, Signer, TokenError, unix_now};
+use super::viewers::{self, ViewerKey};
 use crate::config::Config;
 use crate::control::Control;
 use crate::control::envelope::RequestId;
 use crate::live::Registry;
 use crate::package::isobmff::TrackKind;
 
-/// Pause after an accept error before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,26 +47,15 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let max_connections = config.server.max_http_connections;
     let delivery = Arc::new(Delivery {
         config,
         registry,
         signer,
         control,
     });
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(error = %e, "HTTP accept failed; retrying");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
+    let mut acceptor = Acceptor::new(listener, max_connections, "HTTP");
+    while let Some(Accepted { socket, peer, slot }) = acceptor.next(&shutdown).await {
         let delivery = delivery.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(
@@ -78,7 +68,9 @@ pub async fn serve(
                 builder
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT);
-                let conn = builder.serve_connection(TokioIo::new(socket), service);
+                let conn = builder
+                    .serve_connection(TokioIo::new(socket), service)
+                    .with_upgrades();
                 tokio::pin!(conn);
                 let result = tokio::select! {
                     result = conn.as_mut() => result,
@@ -90,6 +82,7 @@ pub async fn serve(
                 if let Err(e) = result {
                     debug!(error = %e, "HTTP connection ended with an error");
                 }
+                drop(slot);
             }
             .instrument(debug_span!("http", peer = %peer)),
         );
@@ -140,9 +133,9 @@ impl Delivery {
     }
 
     fn get(&self, path: &str, headers: &http::HeaderMap, client: IpAddr) -> Response<Body> {
-        let route = match signed_route(path) {
+        let (route, token) = match signed_route(path) {
             Ok(signed) => match self.authorize(signed.token, &signed.route, client) {
-                Ok(()) => signed.route,
+                Ok(()) => (signed.route, signed.token),
                 Err(Refusal::SignatureRequired) => {
                     return respond::error(
                         StatusCode::FORBIDDEN,
@@ -161,6 +154,34 @@ impl Delivery {
                 return respond::error(StatusCode::NOT_FOUND, "NOT_FOUND", "nothing is here");
             }
         };
+        let watch = Watch::of(&route, token, headers, client);
+        let response = self.answer(route, headers);
+        if let Some(watch) = watch
+            && response.status().is_success()
+        {
+            self.touch(watch);
+        }
+        response
+    }
+
+    /// Counts a player's request in its viewer session; a playlist or
+    /// manifest that starts a session announces `viewer:joined`.
+    fn touch(&self, watch: Watch) {
+        let registry = &self.registry;
+        let change = registry.viewers().touch(
+            watch.key,
+            &watch.stream,
+            watch.rendition.as_deref(),
+            watch.joins,
+            std::time::Instant::now(),
+        );
+        if let Some(change) = change {
+            viewers::announce(registry.viewers(), registry.events(), change);
+        }
+    }
+
+    /// The response to an authorised route.
+    fn answer(&self, route: Route, headers: &http::HeaderMap) -> Response<Body> {
         let playback = &self.config.playback;
         match route {
             Route::Time => respond::body(clock_now().into(), "text/plain", 0),
@@ -323,6 +344,52 @@ fn clock_now() -> String {
         .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// A request that counts towards a viewer session.
+struct Watch {
+    key: ViewerKey,
+    stream: String,
+    rendition: Option<String>,
+    /// Playlists and manifests start sessions; segments only refresh them.
+    joins: bool,
+}
+
+impl Watch {
+    /// The session a request belongs to: its token (or, unsigned, its user
+    /// agent) and its address. `None` for the clock and thumbnails.
+    fn of(
+        route: &Route,
+        token: Option<&str>,
+        headers: &http::HeaderMap,
+        client: IpAddr,
+    ) -> Option<Self> {
+        let (stream, rendition, joins) = match route {
+            Route::Master { stream } | Route::Dash { stream } => (stream, None, true),
+            Route::Media { stream, rendition } => (stream, Some(rendition), true),
+            Route::Init {
+                stream, rendition, ..
+            }
+            | Route::Segment {
+                stream, rendition, ..
+            } => (stream, Some(rendition), false),
+            Route::Time | Route::Thumbnail { .. } => return None,
+        };
+        let identity = token.unwrap_or_else(|| {
+            headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        });
+        Some(Self {
+            key: ViewerKey::new(identity, client),
+            stream: stream.clone(),
+            // Players fetch the audio rendition beside a video one: the
+            // video rendition is the one a viewer watches.
+            rendition: rendition.filter(|r| *r != "audio").cloned(),
+            joins,
+        })
+    }
 }
 
 /// Why a playback request was not authorised.

@@ -5,14 +5,23 @@
 //! joins it; any request refreshes it; a session with no request for the
 //! timeout leaves. Counts per stream and rendition, the peak and the total
 //! viewer-seconds of each stream session are kept for the API and metrics.
-//! Time comes in as `now`; a task calls [`ViewerTracker::sweep`] regularly.
+//! Time comes in as `now`; [`sweep_until`] calls [`ViewerTracker::sweep`]
+//! every second and announces who left.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::control::events::{EventBus, kind};
+
+/// How often idle sessions are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Departures announced between two yields to the scheduler.
+const SWEEP_BURST: usize = 32;
 
 /// Identifies one player.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -197,6 +206,26 @@ impl ViewerTracker {
         }
     }
 
+    /// Figures for every stream that has had viewers this session.
+    pub fn all_stats(&self, now: Instant) -> HashMap<String, ViewerStats> {
+        let streams: Vec<String> = match self.state.lock() {
+            Ok(state) => state
+                .totals
+                .keys()
+                .chain(state.sessions.values().map(|s| &s.stream))
+                .cloned()
+                .collect(),
+            Err(_) => return HashMap::new(),
+        };
+        streams
+            .into_iter()
+            .map(|stream| {
+                let stats = self.stats(&stream, now);
+                (stream, stats)
+            })
+            .collect()
+    }
+
     /// Current viewers of every stream.
     pub fn counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
@@ -206,6 +235,58 @@ impl ViewerTracker {
             }
         }
         counts
+    }
+}
+
+/// Publishes `viewer:joined` or `viewer:left` for a change.
+pub fn announce(tracker: &ViewerTracker, events: &EventBus, change: ViewerChange) {
+    let now = Instant::now();
+    match change {
+        ViewerChange::Joined { stream, session } => {
+            let stats = tracker.stats(&stream, now);
+            let data = serde_json::json!({
+                "session": session,
+                "viewers": stats.current,
+            });
+            events.publish(kind::VIEWER_JOINED, Some(&stream), data);
+        }
+        ViewerChange::Left {
+            stream,
+            session,
+            watched,
+        } => {
+            let stats = tracker.stats(&stream, now);
+            let data = serde_json::json!({
+                "session": session,
+                "watchedSecs": watched.as_secs(),
+                "viewers": stats.current,
+            });
+            events.publish(kind::VIEWER_LEFT, Some(&stream), data);
+        }
+    }
+}
+
+/// Ends idle sessions every second, announcing each, until `shutdown`.
+pub async fn sweep_until(
+    tracker: Arc<ViewerTracker>,
+    events: Arc<EventBus>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (n, change) in tracker.sweep(Instant::now()).into_iter().enumerate() {
+            announce(&tracker, &events, change);
+            // Many leaving at once (a stream ended): let subscribers take
+            // the events off the bus before it wraps around.
+            if n % SWEEP_BURST == SWEEP_BURST - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
     }
 }
 

@@ -1,6 +1,12 @@
-//! One RTMP connection: handshake, `rml_rtmp` session, publish.
+//! One RTMP connection: handshake, chunk reader, `rml_rtmp` session,
+//! publish.
+//!
+//! Bytes from the peer go through [`ChunkReader`] first; each whole message
+//! is then checked here (AMF shape and depth, metadata kept out) and handed
+//! to `rml_rtmp` as one well-formed chunk.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -13,14 +19,36 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::IngestError;
+use super::amf;
 use super::avc::AvcConfig;
+use super::chunk::{self, ChunkReader, RawMessage};
 use super::flv::{self, AudioTag, VideoTag};
-use super::timestamp::TrackClock;
+use super::timestamp::{Tick, TrackClock};
 use crate::config::Config;
 use crate::live::{MediaPacket, PublishRefusal, Publisher, Registry};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// `createStream` commands one connection may send; each costs `rml_rtmp`
+/// an entry it never frees. Encoders send one.
+const MAX_CREATE_STREAM: u32 = 16;
+/// Timestamp jumps logged at `warn` per track; later ones at `debug`.
+const LOGGED_JUMPS: u32 = 5;
+/// Chunk stream the server's own status messages go out on; `rml_rtmp`
+/// uses 2 to 6 for its own.
+const STATUS_CHUNK_STREAM: u8 = 7;
+
+/// RTMP message types (RTMP 1.0, 5.4 and 7.1).
+const MSG_ACKNOWLEDGEMENT: u8 = 3;
+const MSG_USER_CONTROL: u8 = 4;
+const MSG_WINDOW_ACK_SIZE: u8 = 5;
+const MSG_PEER_BANDWIDTH: u8 = 6;
+const MSG_AUDIO: u8 = 8;
+const MSG_VIDEO: u8 = 9;
+const MSG_DATA_AMF3: u8 = 15;
+const MSG_COMMAND_AMF3: u8 = 17;
+const MSG_DATA_AMF0: u8 = 18;
+const MSG_COMMAND_AMF0: u8 = 20;
 
 /// Serves one connection until the peer leaves, is refused or is kicked.
 pub async fn run(
@@ -39,6 +67,7 @@ pub async fn run(
         .map_err(|e| IngestError::Protocol(e.to_string()))?;
     let mut conn = Connection {
         session,
+        reader: ChunkReader::new(config.ingest.max_message_bytes),
         socket,
         peer,
         config,
@@ -46,10 +75,22 @@ pub async fn run(
         publisher: None,
         video_clock: TrackClock::default(),
         audio_clock: TrackClock::default(),
+        jumps_logged: 0,
+        message_stream: 0,
+        streams_created: 0,
         closing: false,
         warned_unsupported: false,
     };
-    conn.apply(initial).await?;
+    // `rml_rtmp` gets every message as a single chunk, whatever its size.
+    let mut unchunked = Vec::new();
+    chunk::single_chunk(
+        2,
+        &chunk::set_chunk_size(chunk::MAX_CHUNK_SIZE),
+        &mut unchunked,
+    );
+    let mut results = conn.handle(&unchunked)?;
+    results.extend(initial);
+    conn.apply(results).await?;
     let result = conn.serve(leftover, shutdown).await;
     if let Some(publisher) = conn.publisher.take() {
         publisher.leave().await;
@@ -89,6 +130,7 @@ async fn handshake(socket: &mut TcpStream) -> Result<Vec<u8>, IngestError> {
 
 struct Connection<'a> {
     session: ServerSession,
+    reader: ChunkReader,
     socket: TcpStream,
     peer: SocketAddr,
     config: &'a Config,
@@ -96,6 +138,10 @@ struct Connection<'a> {
     publisher: Option<Publisher>,
     video_clock: TrackClock,
     audio_clock: TrackClock,
+    jumps_logged: u32,
+    /// Message stream of the message being handled.
+    message_stream: u32,
+    streams_created: u32,
     closing: bool,
     warned_unsupported: bool,
 }
@@ -143,11 +189,115 @@ impl Connection<'_> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let results = self
-            .session
-            .handle_input(bytes)
-            .map_err(|e| IngestError::Protocol(e.to_string()))?;
+        for message in self.reader.push(bytes)? {
+            if self.closing {
+                break;
+            }
+            self.on_message(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks one whole message and hands it to `rml_rtmp` if it should
+    /// see it.
+    async fn on_message(&mut self, message: RawMessage) -> Result<(), IngestError> {
+        match message.type_id {
+            MSG_AUDIO | MSG_VIDEO | MSG_ACKNOWLEDGEMENT | MSG_USER_CONTROL | MSG_PEER_BANDWIDTH => {
+            }
+            MSG_WINDOW_ACK_SIZE => {
+                // `rml_rtmp` counts bytes towards it in a u32.
+                let size = message.payload.get(..4).map(|b| b[0]);
+                if size.is_none_or(|high| high & 0x80 != 0) {
+                    debug!("ignored a window acknowledgement size over 2 GiB");
+                    return Ok(());
+                }
+            }
+            MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
+                let body = amf::command_body(message.type_id, &message.payload);
+                match amf::check_command(&body) {
+                    Ok(command) if command.name == "createStream" => {
+                        self.streams_created += 1;
+                        if self.streams_created > MAX_CREATE_STREAM {
+                            return Err(IngestError::Protocol(format!(
+                                "more than {MAX_CREATE_STREAM} createStream commands"
+                            )));
+                        }
+                    }
+                    Ok(command) if command.name == "publish" && !is_publish(&command) => {
+                        debug!("refused a publish without a stream name and type");
+                        self.message_stream = message.stream_id;
+                        let why = "publish needs a stream name and a publishing type";
+                        return self.send_status("NetStream.Publish.BadName", why).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(error = %e, "ignored a malformed command");
+                        return Ok(());
+                    }
+                }
+            }
+            MSG_DATA_AMF0 | MSG_DATA_AMF3 => {
+                // Metadata is a hint the server does not need: the sequence
+                // headers say what the media is.
+                debug!(bytes = message.payload.len(), "stream metadata ignored");
+                return Ok(());
+            }
+            other => {
+                debug!(type_id = other, "ignored an RTMP message");
+                return Ok(());
+            }
+        }
+        self.message_stream = message.stream_id;
+        let mut bytes = Vec::with_capacity(message.payload.len() + 16);
+        chunk::single_chunk(3, &message, &mut bytes);
+        let results = self.handle(&bytes)?;
         self.apply(results).await
+    }
+
+    /// Runs `rml_rtmp` on well-formed chunks. A panic in it ends this
+    /// connection only.
+    fn handle(&mut self, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, IngestError> {
+        let session = &mut self.session;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| session.handle_input(bytes))) {
+            Ok(results) => results.map_err(|e| IngestError::Protocol(e.to_string())),
+            Err(_) => Err(IngestError::LibraryPanic),
+        }
+    }
+
+    /// Sends an error `onStatus` on the current message stream.
+    async fn send_status(&mut self, code: &str, description: &str) -> Result<(), IngestError> {
+        let status = RawMessage {
+            timestamp: 0,
+            type_id: MSG_COMMAND_AMF0,
+            stream_id: self.message_stream,
+            payload: amf::on_status("error", code, description).into(),
+        };
+        let mut bytes = Vec::new();
+        chunk::single_chunk(STATUS_CHUNK_STREAM, &status, &mut bytes);
+        self.socket.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// The output time of a media packet, logging jumps.
+    fn tick(&mut self, raw: u32, video: bool) -> i64 {
+        let (clock, track) = if video {
+            (&mut self.video_clock, "video")
+        } else {
+            (&mut self.audio_clock, "audio")
+        };
+        let Tick { ms, jump_ms } = clock.tick(raw);
+        if let Some(step_ms) = jump_ms {
+            self.jumps_logged = self.jumps_logged.saturating_add(1);
+            if self.jumps_logged <= LOGGED_JUMPS {
+                warn!(
+                    track,
+                    step_ms, "publisher's timestamps jumped; output time continues smoothly"
+                );
+            } else {
+                debug!(track, step_ms, "timestamp jump");
+            }
+        }
+        ms
     }
 
     /// Sends responses and handles events, including those raised while
@@ -222,7 +372,7 @@ impl Connection<'_> {
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
             } => {
-                self.on_video(&data, timestamp.value).await;
+                self.on_video(&data, timestamp.value).await?;
                 Ok(Vec::new())
             }
             ServerSessionEvent::AudioDataReceived {
@@ -266,9 +416,9 @@ impl Connection<'_> {
                 warn!(reason = %refusal, "publish refused");
                 self.closing = true;
                 let code = match refusal {
-                    PublishRefusal::UnknownKey | PublishRefusal::Disabled(_) => {
-                        "NetStream.Publish.Denied"
-                    }
+                    PublishRefusal::UnknownKey
+                    | PublishRefusal::Disabled(_)
+                    | PublishRefusal::RefusedByHook => "NetStream.Publish.Denied",
                     PublishRefusal::Busy(_) => "NetStream.Publish.BadName",
                     PublishRefusal::ShuttingDown => "NetStream.Publish.Failed",
                 };
@@ -279,10 +429,10 @@ impl Connection<'_> {
         }
     }
 
-    async fn on_video(&mut self, data: &bytes::Bytes, raw_ts: u32) {
-        let Some(publisher) = &self.publisher else {
-            return;
-        };
+    async fn on_video(&mut self, data: &bytes::Bytes, raw_ts: u32) -> Result<(), IngestError> {
+        if self.publisher.is_none() {
+            return Ok(());
+        }
         let packet = match flv::parse_video(data) {
             Ok(VideoTag::AvcSequenceHeader(record)) => match AvcConfig::parse(record) {
                 Ok(config) => {
@@ -297,7 +447,7 @@ impl Connection<'_> {
                 }
                 Err(e) => {
                     warn!(error = %e, "unusable AVC sequence header");
-                    return;
+                    return Ok(());
                 }
             },
             Ok(VideoTag::AvcFrame {
@@ -305,38 +455,42 @@ impl Connection<'_> {
                 cts_ms,
                 data,
             }) => MediaPacket::Video {
-                dts_ms: self.video_clock.unwrap(raw_ts),
+                dts_ms: self.tick(raw_ts, true),
                 cts_ms,
                 keyframe,
                 data,
             },
             Ok(VideoTag::Unsupported(what)) => {
-                if !self.warned_unsupported {
-                    warn!(codec = %what, "video codec not supported; disconnecting");
-                    self.warned_unsupported = true;
-                }
+                warn!(codec = %what, "video codec not supported; publish refused");
+                let description =
+                    format!("video codec {what} is not supported; publish H.264 (AVC)");
                 self.closing = true;
-                return;
+                return self
+                    .send_status("NetStream.Publish.Rejected", &description)
+                    .await;
             }
-            Ok(VideoTag::AvcEndOfSequence | VideoTag::Ignored) => return,
+            Ok(VideoTag::AvcEndOfSequence | VideoTag::Ignored) => return Ok(()),
             Err(e) => {
                 debug!(error = %e, "skipped a video message");
-                return;
+                return Ok(());
             }
         };
-        if !publisher.send(packet).await {
+        if let Some(publisher) = &self.publisher
+            && !publisher.send(packet).await
+        {
             self.closing = true;
         }
+        Ok(())
     }
 
     async fn on_audio(&mut self, data: &bytes::Bytes, raw_ts: u32) {
-        let Some(publisher) = &self.publisher else {
+        if self.publisher.is_none() {
             return;
-        };
+        }
         let packet = match flv::parse_audio(data) {
             Ok(AudioTag::AacSequenceHeader(config)) => MediaPacket::AudioConfig(config),
             Ok(AudioTag::AacFrame(data)) => MediaPacket::Audio {
-                dts_ms: self.audio_clock.unwrap(raw_ts),
+                dts_ms: self.tick(raw_ts, false),
                 data,
             },
             Ok(AudioTag::Unsupported(what)) => {
@@ -351,10 +505,23 @@ impl Connection<'_> {
                 return;
             }
         };
-        if !publisher.send(packet).await {
+        if let Some(publisher) = &self.publisher
+            && !publisher.send(packet).await
+        {
             self.closing = true;
         }
     }
+}
+
+/// Whether a publish command names a stream and a publishing type, as
+/// `rml_rtmp` needs (it answers others with a misleading status code).
+fn is_publish(command: &amf::Command) -> bool {
+    use rml_rtmp::rml_amf0::Amf0Value;
+    matches!(
+        command.values.get(3..5),
+        Some([Amf0Value::Utf8String(_), Amf0Value::Utf8String(mode)])
+            if matches!(mode.as_str(), "live" | "append" | "record")
+    )
 }
 
 /// The part of an RTMP app or key before any `?query`.

@@ -9,6 +9,7 @@
 mod manifests;
 mod meter;
 pub mod mirror;
+mod observe;
 mod registry;
 mod snapshot;
 mod state;

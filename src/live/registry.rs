@@ -3,17 +3,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 use super::stream::{Command, StreamTask};
 use super::{MediaPacket, StreamSnapshot};
 use crate::config::Config;
 use crate::control::catalog::Catalog;
+use crate::control::events::EventBus;
+use crate::control::webhooks::PublishHook;
+use crate::deliver::viewers::ViewerTracker;
 use crate::transcode::EncoderChoice;
 
 /// Commands queued per stream before a publisher waits.
@@ -32,6 +37,8 @@ pub enum PublishRefusal {
     Busy(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("refused by the on_publish hook")]
+    RefusedByHook,
 }
 
 #[derive(Clone)]
@@ -52,6 +59,9 @@ pub struct Registry {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     next_id: AtomicU64,
+    events: Arc<EventBus>,
+    viewers: Arc<ViewerTracker>,
+    on_publish: Option<PublishHook>,
 }
 
 /// A publisher's side of a live stream.
@@ -82,7 +92,34 @@ impl Registry {
             shutdown,
             tasks,
             next_id: AtomicU64::new(1),
+            events: Arc::new(EventBus::default()),
+            viewers: Arc::new(ViewerTracker::new(Duration::from_secs(6))),
+            on_publish: None,
         }
+    }
+
+    /// Stream tasks publish to `events` and start new viewer totals in
+    /// `viewers` when a session starts.
+    pub fn with_observers(mut self, events: Arc<EventBus>, viewers: Arc<ViewerTracker>) -> Self {
+        self.events = events;
+        self.viewers = viewers;
+        self
+    }
+
+    /// Every publish with a known key is asked of `hook` first.
+    pub fn with_publish_hook(mut self, hook: Option<PublishHook>) -> Self {
+        self.on_publish = hook;
+        self
+    }
+
+    /// The event bus stream tasks publish to.
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+
+    /// The viewer sessions of every stream.
+    pub fn viewers(&self) -> &Arc<ViewerTracker> {
+        &self.viewers
     }
 
     /// The latest snapshot of a stream, if it is known.
@@ -108,6 +145,12 @@ impl Registry {
             .ok_or(PublishRefusal::UnknownKey)?;
         if !record.enabled {
             return Err(PublishRefusal::Disabled(record.name));
+        }
+        if let Some(hook) = &self.on_publish
+            && let Err(e) = hook.allows(&record.name, peer.ip()).await
+        {
+            warn!(stream = %record.name, peer = %peer, reason = %e, "the on_publish hook refused a publish");
+            return Err(PublishRefusal::RefusedByHook);
         }
         let mut transcode = self.config.transcode.clone();
         if let Some(ladder) = record.ladder {
@@ -193,6 +236,8 @@ impl Registry {
                     snapshot.clone(),
                     self.streams.clone(),
                     self.shutdown.clone(),
+                    self.events.clone(),
+                    self.viewers.clone(),
                 );
                 self.tasks.spawn(task.run());
                 StreamHandle {

@@ -58,6 +58,8 @@ pub struct IngestStatus {
     pub height: Option<u32>,
     pub fps: Option<f64>,
     pub bitrate_kbps: Option<u64>,
+    /// Seconds between the last two source keyframes.
+    pub keyframe_interval_secs: Option<f64>,
 }
 
 /// One rendition as it is being produced.

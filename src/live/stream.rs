@@ -18,12 +18,15 @@ use super::MediaPacket;
 use super::manifests::{self, MpdContext, RenditionOutput, SessionPeriod};
 use super::meter::IngestMeter;
 use super::mirror::Mirror;
+use super::observe::{self, KeyframeClock, Quality};
 use super::registry::{PublishRefusal, StreamMap};
 use super::snapshot::{
     IngestStatus, RenditionSnapshot, RenditionStatus, StreamSnapshot, StreamStatus,
 };
 use super::state::{self, PersistedState};
 use crate::config::{Config, DuplicatePolicy, TranscodeSettings};
+use crate::control::events::{EventBus, kind};
+use crate::deliver::viewers::ViewerTracker;
 use crate::package::hls;
 use crate::package::isobmff::{FragmentInfo, TrackKind};
 use crate::package::window::RenditionWindow;
@@ -36,6 +39,8 @@ use crate::transcode::{Backend, EncoderChoice, LivePipeline, PipelineEvent, Pipe
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Packets held while waiting for the second track, at most.
 const MAX_PENDING_PACKETS: usize = 4096;
+/// How often a live stream publishes `stream:health`.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Messages to a stream task.
 pub(super) enum Command {
@@ -122,6 +127,13 @@ pub(super) struct StreamTask {
     persisted: PersistedState,
     release_at: Option<Instant>,
     mirror: Option<Mirror>,
+    events: Arc<EventBus>,
+    viewers: Arc<ViewerTracker>,
+    /// The quality last announced, across sessions.
+    quality: Option<Quality>,
+    keyframes: KeyframeClock,
+    /// When the next `stream:health` is due, while a session is live.
+    health_at: Option<Instant>,
 }
 
 fn far_future() -> Instant {
@@ -139,6 +151,8 @@ impl StreamTask {
         snapshot: Arc<ArcSwap<StreamSnapshot>>,
         streams: Arc<StreamMap>,
         shutdown: CancellationToken,
+        events: Arc<EventBus>,
+        viewers: Arc<ViewerTracker>,
     ) -> Self {
         let data_dir = config.data_dir();
         let persisted = state::load(&data_dir, &name);
@@ -175,6 +189,11 @@ impl StreamTask {
             persisted,
             release_at: None,
             mirror,
+            events,
+            viewers,
+            quality: None,
+            keyframes: KeyframeClock::default(),
+            health_at: None,
         }
     }
 
@@ -219,6 +238,7 @@ impl StreamTask {
             session.and_then(|s| s.wait_until),
             session.and_then(|s| s.drain_until),
             self.release_at,
+            self.health_at,
         ]
         .into_iter()
         .flatten()
@@ -286,6 +306,7 @@ impl StreamTask {
             }
         }
         if let Some(old) = self.session.take() {
+            self.announce_end(&old);
             stop_pipeline(old.pipeline);
         }
         self.generation += 1;
@@ -296,6 +317,7 @@ impl StreamTask {
         self.thumbnail = None;
         self.ingest = IngestStatus::default();
         self.meter = IngestMeter::new(Instant::now());
+        self.keyframes = KeyframeClock::default();
         self.publisher = Some(ActivePublisher { id, peer, kicked });
         self.session = Some(Session {
             generation: self.generation,
@@ -319,6 +341,9 @@ impl StreamTask {
     fn on_media(&mut self, packet: MediaPacket) {
         if self.measure(&packet) {
             self.publish_snapshot();
+            if self.session.as_ref().is_some_and(|s| s.pipeline.is_some()) {
+                self.announce_quality("ingestChanged");
+            }
         }
         let Some(session) = self.session.as_mut() else {
             return;
@@ -370,13 +395,24 @@ impl StreamTask {
                 ));
                 self.ingest.width = Some(config.width);
                 self.ingest.height = Some(config.height);
-                false
+                // A new configuration mid-session may be a new resolution.
+                self.session.as_ref().is_some_and(|s| s.pipeline.is_some())
             }
             MediaPacket::AudioConfig(_) => {
                 self.ingest.audio_codec = Some("aac".into());
                 false
             }
-            MediaPacket::Video { data, .. } => self.meter.count(now, data.len(), true),
+            MediaPacket::Video {
+                data,
+                dts_ms,
+                keyframe,
+                ..
+            } => {
+                if let Some(interval) = self.keyframes.frame(*dts_ms, *keyframe) {
+                    self.ingest.keyframe_interval_secs = Some(interval);
+                }
+                self.meter.count(now, data.len(), true)
+            }
             MediaPacket::Audio { data, .. } => self.meter.count(now, data.len(), false),
         }
     }
@@ -391,6 +427,7 @@ impl StreamTask {
             return;
         }
         let renditions = plan::plan(&session.transcode, &session.tracks);
+        let mut fallbacks = Vec::new();
         let pipeline = loop {
             let backend = session.backend.clone();
             let settings = PipelineSettings {
@@ -425,6 +462,7 @@ impl StreamTask {
                     "encoder `{}` did not start, now `{}`: {e}",
                     backend.name, fallback.name
                 ));
+                fallbacks.push((backend.name.clone(), fallback.name.clone()));
                 session.backend = fallback;
                 continue;
             }
@@ -444,6 +482,7 @@ impl StreamTask {
         session.base_ms = base;
         let started_at = OffsetDateTime::now_utc();
         session.started_at = Some(started_at);
+        let first_start = session.live_since.is_none();
         session.live_since.get_or_insert(started_at);
         self.availability_start.get_or_insert(started_at);
         self.periods.push(SessionPeriod {
@@ -491,6 +530,12 @@ impl StreamTask {
             output.window.mark_discontinuity();
         }
         self.publish_snapshot();
+        if first_start {
+            self.announce_start();
+        }
+        for (failed, encoder) in fallbacks {
+            self.announce_fallback(&failed, &encoder);
+        }
     }
 
     fn on_output(&mut self, output: PipelineOutput) {
@@ -537,8 +582,13 @@ impl StreamTask {
                 self.on_fragment(&name, generation, data, duration, end);
             }
             PipelineEvent::Thumbnail(jpeg) => {
+                let bytes = jpeg.len();
                 self.thumbnail = Some(jpeg);
                 self.publish_snapshot();
+                self.publish(
+                    kind::THUMBNAIL_UPDATED,
+                    serde_json::json!({ "bytes": bytes, "path": "thumbnail.jpg" }),
+                );
             }
             PipelineEvent::Eos => {
                 debug!("pipeline drained");
@@ -639,10 +689,10 @@ impl StreamTask {
             "encoder `{}` failed, now `{}`: {error}",
             failed.name, fallback.name
         ));
-        self.encoder = fallback;
-        // TODO(events): emit `stream:qualityChanged` (the renditions' new
-        // encoder) here once the event socket has that event.
-        if !session.awaiting_keyframe {
+        self.encoder = fallback.clone();
+        let awaiting_keyframe = session.awaiting_keyframe;
+        self.announce_fallback(&failed.name, &fallback.name);
+        if !awaiting_keyframe {
             self.start_pipeline();
         }
         self.publish_snapshot();
@@ -667,6 +717,7 @@ impl StreamTask {
     /// keep the stream for the reconnect grace period.
     fn finish_session(&mut self) {
         if let Some(session) = self.session.take() {
+            self.announce_end(&session);
             stop_pipeline(session.pipeline);
         }
         for out in self.outputs.values_mut() {
@@ -687,6 +738,12 @@ impl StreamTask {
     /// Handles whichever deadline passed; true when the stream is released.
     fn on_deadline(&mut self) -> bool {
         let now = Instant::now();
+        if self.health_at.is_some_and(|t| t <= now) {
+            self.health_at = Some(now + HEALTH_INTERVAL);
+            let viewers = self.viewers.stats(&self.name, std::time::Instant::now());
+            let health = observe::health(&self.status(), viewers.current);
+            self.publish(kind::STREAM_HEALTH, health);
+        }
         if let Some(session) = &self.session {
             if session.wait_until.is_some_and(|t| t <= now) {
                 debug!("second track did not arrive; starting with what there is");
@@ -766,6 +823,100 @@ impl StreamTask {
             mirror.write(&snapshot);
         }
         self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// Events about the stream.
+impl StreamTask {
+    fn publish(&self, kind: &'static str, data: serde_json::Value) {
+        self.events.publish(kind, Some(&self.name), data);
+    }
+
+    /// The session's first pipeline runs: `stream:started`, new viewer
+    /// totals, health from now on, and any change from the last session.
+    fn announce_start(&mut self) {
+        self.viewers.reset_totals(&self.name);
+        self.health_at = Some(Instant::now() + HEALTH_INTERVAL);
+        let status = self.status();
+        let renditions: Vec<&str> = self.plan.iter().map(|r| r.name.as_str()).collect();
+        info!(renditions = ?renditions, "stream started");
+        self.publish(
+            kind::STREAM_STARTED,
+            serde_json::json!({
+                "session": self.generation,
+                "ingest": status.ingest,
+                "renditions": renditions,
+                "encoder": status.encoder,
+            }),
+        );
+        self.announce_quality("newSession");
+    }
+
+    /// `stream:qualityChanged` when what the stream is published at moved
+    /// away from what was last announced.
+    fn announce_quality(&mut self, reason: &str) {
+        let names: Vec<String> = self.plan.iter().map(|r| r.name.clone()).collect();
+        let now = Quality::of(&self.status(), &names);
+        let Some(before) = self.quality.as_mut() else {
+            self.quality = Some(now);
+            return;
+        };
+        let changed = before.changes(&now);
+        if changed.is_empty() {
+            before.update(now);
+            return;
+        }
+        let previous = before.to_json();
+        before.update(now);
+        let data = serde_json::json!({
+            "reason": reason,
+            "changed": changed,
+            "before": previous,
+            "after": before.to_json(),
+        });
+        self.publish(kind::STREAM_QUALITY_CHANGED, data);
+    }
+
+    /// The transcoded renditions moved to another encoder.
+    fn announce_fallback(&mut self, failed: &str, encoder: &str) {
+        let renditions: Vec<&str> = self
+            .plan
+            .iter()
+            .filter(|r| matches!(r.kind, RenditionKind::Transcoded { .. }))
+            .map(|r| r.name.as_str())
+            .collect();
+        let data = serde_json::json!({
+            "reason": "encoderFallback",
+            "changed": ["encoder"],
+            "failed": failed,
+            "encoder": encoder,
+            "renditions": renditions,
+        });
+        self.publish(kind::STREAM_QUALITY_CHANGED, data);
+        if let Some(quality) = self.quality.as_mut() {
+            quality.encoder = Some(encoder.to_string());
+        }
+    }
+
+    /// `stream:ended` for a session that had started.
+    fn announce_end(&mut self, session: &Session) {
+        let Some(since) = session.live_since else {
+            return;
+        };
+        self.health_at = None;
+        let viewers = self.viewers.stats(&self.name, std::time::Instant::now());
+        let duration = (OffsetDateTime::now_utc() - since).whole_seconds().max(0);
+        info!(duration_secs = duration, "stream ended");
+        self.publish(
+            kind::STREAM_ENDED,
+            serde_json::json!({
+                "session": session.generation,
+                "durationSecs": duration,
+                "peakViewers": viewers.peak,
+                "viewerSeconds": viewers.viewer_seconds,
+                "lastError": self.last_error,
+            }),
+        );
     }
 }
 

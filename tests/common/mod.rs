@@ -118,6 +118,8 @@ pub struct ServerConfig {
     /// Appended to the file as it is: whole sections not written above
     /// (such as `[thumbnails]` or `[playback]`).
     pub extra_toml: String,
+    /// `key = value` lines added to the `[ingest]` table.
+    pub ingest_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +136,7 @@ impl Default for ServerConfig {
                 ("cam2".to_string(), "secretkey2".to_string()),
             ],
             extra_toml: String::new(),
+            ingest_toml: String::new(),
         }
     }
 }
@@ -173,6 +176,7 @@ impl ServerConfig {
              \n\
              [ingest]\n\
              reconnect_grace_secs = {grace}\n\
+             {ingest}\
              \n\
              [transcode]\n\
              pipelines_dir = {pipelines_dir}\n\
@@ -186,6 +190,7 @@ impl ServerConfig {
              mirror_to_disk = {mirror}\n",
             data_dir = toml_string(&data_dir.to_string_lossy()),
             grace = self.reconnect_grace_secs,
+            ingest = self.ingest_toml,
             pipelines_dir = toml_string(&pipelines_dir.to_string_lossy()),
             segment_secs = self.segment_secs,
             passthrough = self.passthrough,
@@ -206,6 +211,12 @@ impl ServerConfig {
             text.push('\n');
         }
         text
+    }
+
+    /// Adds `key = value` lines (each ending in a newline) to `[ingest]`.
+    pub fn ingest(mut self, lines: &str) -> Self {
+        self.ingest_toml.push_str(lines);
+        self
     }
 
     /// Appends whole TOML sections to the config.
@@ -337,6 +348,11 @@ impl Server {
     /// The media playlist URL of one rendition of `stream`.
     pub fn media_url(&self, stream: &str, rendition: &str) -> String {
         self.http_url(&format!("/live/{stream}/{rendition}/index.m3u8"))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Panics if the server process has exited.
@@ -2306,4 +2322,52 @@ pub fn post_chunked(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> a
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| anyhow!("no status in {head:?}"))
+}
+
+pub mod rtmp_client;
+
+// ---------------------------------------------------------------------------
+// Event tests: keys added to the `[ingest]` table `ServerConfig` writes, for
+// the `on_publish` hook.
+
+impl Server {
+    /// Like `start_in_data_dir`, with `ingest_toml` (lines such as
+    /// `on_publish_url = "..."`) added to the `[ingest]` table.
+    pub fn start_with_ingest_toml(
+        config: &ServerConfig,
+        data_dir: &Path,
+        ingest_toml: &str,
+        extra_toml: &str,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary folder for the server");
+        let text = config.to_toml(data_dir).replacen(
+            "[ingest]\n",
+            &format!("[ingest]\n{ingest_toml}\n"),
+            1,
+        );
+        let text = format!("{text}\n{extra_toml}\n");
+        std::fs::write(dir.path().join("bigfoot.toml"), text).expect("write the test config");
+        let mut server = Self {
+            child: None,
+            log: Captured::default(),
+            dir,
+            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut child = Command::new(bigfoot_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(server.config_path())
+            .env("RUST_LOG", "info,bigfoot=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bigfoot serve");
+        server.log = Captured::attach(&mut child);
+        server.child = Some(child);
+        server.wait_for_listeners();
+        server
+    }
 }
