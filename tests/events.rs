@@ -393,7 +393,7 @@ impl Player {
 
 #[test]
 fn a_client_that_never_reads_is_cut_off_while_another_keeps_receiving() {
-    let (server, _data) = events_server("[events]\nreplay_buffer = 256\nclient_queue = 128\n");
+    let (server, _data) = events_server("[events]\nreplay_buffer = 256\nclient_queue = 1024\n");
     let token = server.token("viewer", "events");
     let mut push = publish_ffmpeg(&server.rtmp_url("secretkey1"), 40.0, 320, 240);
     let mut watcher = EventClient::connect(&server, "", &token);

@@ -722,3 +722,47 @@ fn duplicate_publisher_is_refused_with_bad_name_when_configured() {
     assert!(logged(&server, "refused a second publisher"));
     assert_no_panic(&mut server);
 }
+
+// ---------------------------------------------------------------------------
+// 14. Hostile stream keys
+
+/// Keys with path, shell or pipeline characters, NUL, other case and
+/// overlong lengths are refused at the one gate, with a status, and never
+/// logged; the server goes on serving a real publisher.
+#[test]
+fn hostile_stream_keys_are_refused_at_the_gate() {
+    let mut server = ServerConfig::passthrough_only().start();
+    let long = "k".repeat(300);
+    // Just under the longest AMF0 short string.
+    let huge = "k".repeat(65_000);
+    let hostile = [
+        "../secretkey1",
+        "secretkey1%2f..",
+        "secret\\key1",
+        "secret\0key1",
+        "secretkey1; rm -rf /",
+        "videotestsrc ! fakesink",
+        "SECRETKEY1",
+        long.as_str(),
+        huge.as_str(),
+    ];
+    for key in hostile {
+        let mut client = connected(&server);
+        client.create_stream().expect("createStream");
+        let status = client.publish(key).expect("a status");
+        assert_eq!(
+            status.status("code"),
+            Some("NetStream.Publish.Denied"),
+            "key of {} bytes",
+            key.len()
+        );
+        assert!(client.closed_within(CLOSE), "a refused publisher is closed");
+    }
+    let log = server.logs();
+    for key in ["../secretkey1", "rm -rf", "videotestsrc", "SECRETKEY1", long.as_str()] {
+        assert!(!log.contains(key), "a refused key was logged: {key}");
+    }
+    let mut real = live_publisher(&server);
+    assert!(!real.closed_within(Duration::from_millis(500)), "a real publisher goes on");
+    assert_no_panic(&mut server);
+}

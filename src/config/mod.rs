@@ -315,7 +315,7 @@ impl Default for EventSettings {
     fn default() -> Self {
         Self {
             replay_buffer: 1024,
-            client_queue: 256,
+            client_queue: 1024,
         }
     }
 }

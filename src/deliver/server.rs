@@ -176,7 +176,7 @@ impl Delivery {
             std::time::Instant::now(),
         );
         if let Some(change) = change {
-            viewers::announce(registry.viewers(), registry.events(), change);
+            viewers::announce(registry.events(), change);
         }
     }
 

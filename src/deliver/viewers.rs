@@ -48,11 +48,15 @@ pub enum ViewerChange {
     Joined {
         stream: String,
         session: String,
+        /// Viewers of the stream with this one.
+        viewers: usize,
     },
     Left {
         stream: String,
         session: String,
         watched: Duration,
+        /// Viewers of the stream without this one.
+        viewers: usize,
     },
 }
 
@@ -85,6 +89,24 @@ struct Totals {
 struct State {
     sessions: HashMap<ViewerKey, Session>,
     totals: HashMap<String, Totals>,
+    /// Sessions per stream, kept as they change (no scan per request).
+    current: HashMap<String, usize>,
+}
+
+impl State {
+    fn count(&mut self, stream: &str, joined: bool) -> usize {
+        let current = self.current.entry(stream.to_string()).or_default();
+        if joined {
+            *current += 1;
+        } else {
+            *current = current.saturating_sub(1);
+        }
+        let now = *current;
+        if now == 0 {
+            self.current.remove(stream);
+        }
+        now
+    }
 }
 
 /// Tracks viewer sessions across all streams.
@@ -126,7 +148,7 @@ impl ViewerTracker {
             return None;
         }
         let session = key.session.clone();
-        state.sessions.insert(
+        let replaced = state.sessions.insert(
             key,
             Session {
                 stream: stream.to_string(),
@@ -135,16 +157,20 @@ impl ViewerTracker {
                 last_seen: now,
             },
         );
-        let current = state
-            .sessions
-            .values()
-            .filter(|s| s.stream == stream)
-            .count();
+        // The same player moved to another stream: it left the old one
+        // (its time there still counts).
+        if let Some(old) = replaced {
+            state.count(&old.stream, false);
+            let watched = old.last_seen.saturating_duration_since(old.joined);
+            state.totals.entry(old.stream).or_default().finished_secs += watched.as_secs_f64();
+        }
+        let current = state.count(stream, true);
         let totals = state.totals.entry(stream.to_string()).or_default();
         totals.peak = totals.peak.max(current);
         Some(ViewerChange::Joined {
             stream: stream.to_string(),
             session,
+            viewers: current,
         })
     }
 
@@ -168,10 +194,12 @@ impl ViewerTracker {
             let watched = session.last_seen.saturating_duration_since(session.joined);
             let totals = state.totals.entry(session.stream.clone()).or_default();
             totals.finished_secs += watched.as_secs_f64();
+            let viewers = state.count(&session.stream, false);
             changes.push(ViewerChange::Left {
                 stream: session.stream,
                 session: key.session,
                 watched,
+                viewers,
             });
         }
         changes
@@ -228,25 +256,24 @@ impl ViewerTracker {
 
     /// Current viewers of every stream.
     pub fn counts(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        if let Ok(state) = self.state.lock() {
-            for session in state.sessions.values() {
-                *counts.entry(session.stream.clone()).or_default() += 1;
-            }
-        }
-        counts
+        self.state
+            .lock()
+            .map(|state| state.current.clone())
+            .unwrap_or_default()
     }
 }
 
 /// Publishes `viewer:joined` or `viewer:left` for a change.
-pub fn announce(tracker: &ViewerTracker, events: &EventBus, change: ViewerChange) {
-    let now = Instant::now();
+pub fn announce(events: &EventBus, change: ViewerChange) {
     match change {
-        ViewerChange::Joined { stream, session } => {
-            let stats = tracker.stats(&stream, now);
+        ViewerChange::Joined {
+            stream,
+            session,
+            viewers,
+        } => {
             let data = serde_json::json!({
                 "session": session,
-                "viewers": stats.current,
+                "viewers": viewers,
             });
             events.publish(kind::VIEWER_JOINED, Some(&stream), data);
         }
@@ -254,12 +281,12 @@ pub fn announce(tracker: &ViewerTracker, events: &EventBus, change: ViewerChange
             stream,
             session,
             watched,
+            viewers,
         } => {
-            let stats = tracker.stats(&stream, now);
             let data = serde_json::json!({
                 "session": session,
                 "watchedSecs": watched.as_secs(),
-                "viewers": stats.current,
+                "viewers": viewers,
             });
             events.publish(kind::VIEWER_LEFT, Some(&stream), data);
         }
@@ -280,7 +307,7 @@ pub async fn sweep_until(
             _ = tick.tick() => {}
         }
         for (n, change) in tracker.sweep(Instant::now()).into_iter().enumerate() {
-            announce(&tracker, &events, change);
+            announce(&events, change);
             // Many leaving at once (a stream ended): let subscribers take
             // the events off the bus before it wraps around.
             if n % SWEEP_BURST == SWEEP_BURST - 1 {

@@ -405,7 +405,14 @@ impl Connection<'_> {
                 )
                 .map_err(protocol);
         }
-        let key = strip_query(stream_key);
+        let Some(key) = publish_key(stream_key) else {
+            warn!(len = stream_key.len(), "publish refused: malformed stream key");
+            self.closing = true;
+            return self
+                .session
+                .reject_request(request_id, "NetStream.Publish.Denied", "malformed stream key")
+                .map_err(protocol);
+        };
         match self.registry.begin_publish(key, self.peer).await {
             Ok(publisher) => {
                 info!(stream = %publisher.stream, "publish accepted");
@@ -525,6 +532,19 @@ fn is_publish(command: &amf::Command) -> bool {
 }
 
 /// The part of an RTMP app or key before any `?query`.
+/// The one gate a publish key passes before anything looks it up: the part
+/// before any `?query`, 4 to 128 of ASCII letters, digits, `-` and `_`
+/// (what config validation and generated keys allow). Anything else (path
+/// or shell characters, NUL, overlong keys) is refused unread.
+pub(crate) fn publish_key(raw: &str) -> Option<&str> {
+    let key = strip_query(raw);
+    let well_formed = (4..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then_some(key)
+}
+
 fn strip_query(value: &str) -> &str {
     value
         .split('?')
@@ -542,5 +562,24 @@ fn event_name(event: &ServerSessionEvent) -> &'static str {
         ServerSessionEvent::AcknowledgementReceived { .. } => "acknowledgement",
         ServerSessionEvent::PingResponseReceived { .. } => "ping response",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish_key;
+
+    #[test]
+    fn only_well_formed_keys_pass_the_gate() {
+        assert_eq!(publish_key("demo"), Some("demo"));
+        assert_eq!(publish_key("Abc-123_x?token=1"), Some("Abc-123_x"));
+        let long = "k".repeat(300);
+        let huge = "k".repeat(65536);
+        for bad in [
+            "../x", "a%2fb", "a\\b", "a\0b", "a;rm -rf", "a b", "$(id)", "ab", "",
+            long.as_str(), huge.as_str(),
+        ] {
+            assert_eq!(publish_key(bad), None, "{bad:?}");
+        }
     }
 }
