@@ -759,10 +759,19 @@ fn hostile_stream_keys_are_refused_at_the_gate() {
         assert!(client.closed_within(CLOSE), "a refused publisher is closed");
     }
     let log = server.logs();
-    for key in ["../secretkey1", "rm -rf", "videotestsrc", "SECRETKEY1", long.as_str()] {
+    for key in [
+        "../secretkey1",
+        "rm -rf",
+        "videotestsrc",
+        "SECRETKEY1",
+        long.as_str(),
+    ] {
         assert!(!log.contains(key), "a refused key was logged: {key}");
     }
     let mut real = live_publisher(&server);
-    assert!(!real.closed_within(Duration::from_millis(500)), "a real publisher goes on");
+    assert!(
+        !real.closed_within(Duration::from_millis(500)),
+        "a real publisher goes on"
+    );
     assert_no_panic(&mut server);
 }

@@ -406,11 +406,18 @@ impl Connection<'_> {
                 .map_err(protocol);
         }
         let Some(key) = publish_key(stream_key) else {
-            warn!(len = stream_key.len(), "publish refused: malformed stream key");
+            warn!(
+                len = stream_key.len(),
+                "publish refused: malformed stream key"
+            );
             self.closing = true;
             return self
                 .session
-                .reject_request(request_id, "NetStream.Publish.Denied", "malformed stream key")
+                .reject_request(
+                    request_id,
+                    "NetStream.Publish.Denied",
+                    "malformed stream key",
+                )
                 .map_err(protocol);
         };
         match self.registry.begin_publish(key, self.peer).await {
@@ -576,8 +583,17 @@ mod tests {
         let long = "k".repeat(300);
         let huge = "k".repeat(65536);
         for bad in [
-            "../x", "a%2fb", "a\\b", "a\0b", "a;rm -rf", "a b", "$(id)", "ab", "",
-            long.as_str(), huge.as_str(),
+            "../x",
+            "a%2fb",
+            "a\\b",
+            "a\0b",
+            "a;rm -rf",
+            "a b",
+            "$(id)",
+            "ab",
+            "",
+            long.as_str(),
+            huge.as_str(),
         ] {
             assert_eq!(publish_key(bad), None, "{bad:?}");
         }
