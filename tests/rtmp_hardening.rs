@@ -417,6 +417,12 @@ fn timestamp_wrap_and_jumps_keep_segments_sane() {
         "audio EXTINF total {audio_secs}"
     );
     assert!(audio.segments.len() >= 5, "audio segments: {audio:?}");
+    for (name, playlist) in [("source", &source), ("audio", &audio)] {
+        assert!(
+            playlist.segments.iter().any(|s| s.discontinuity),
+            "{name}: the jumps are marked with #EXT-X-DISCONTINUITY"
+        );
+    }
     let log = server.logs();
     let jumps: Vec<&str> = log
         .lines()

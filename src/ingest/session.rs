@@ -76,6 +76,7 @@ pub async fn run(
         video_clock: TrackClock::default(),
         audio_clock: TrackClock::default(),
         jumps_logged: 0,
+        jump_pending: false,
         message_stream: 0,
         streams_created: 0,
         closing: false,
@@ -139,6 +140,8 @@ struct Connection<'a> {
     video_clock: TrackClock,
     audio_clock: TrackClock,
     jumps_logged: u32,
+    /// A timestamp jump to report to the stream before the next packet.
+    jump_pending: bool,
     /// Message stream of the message being handled.
     message_stream: u32,
     streams_created: u32,
@@ -278,6 +281,21 @@ impl Connection<'_> {
         Ok(())
     }
 
+    /// Hands a packet to the stream, first telling it about a timestamp jump
+    /// the packet follows.
+    async fn forward(&mut self, packet: MediaPacket) {
+        let Some(publisher) = &self.publisher else {
+            return;
+        };
+        let mut sent = true;
+        if std::mem::take(&mut self.jump_pending) {
+            sent = publisher.send(MediaPacket::TimestampJump).await;
+        }
+        if !sent || !publisher.send(packet).await {
+            self.closing = true;
+        }
+    }
+
     /// The output time of a media packet, logging jumps.
     fn tick(&mut self, raw: u32, video: bool) -> i64 {
         let (clock, track) = if video {
@@ -287,6 +305,7 @@ impl Connection<'_> {
         };
         let Tick { ms, jump_ms } = clock.tick(raw);
         if let Some(step_ms) = jump_ms {
+            self.jump_pending = true;
             self.jumps_logged = self.jumps_logged.saturating_add(1);
             if self.jumps_logged <= LOGGED_JUMPS {
                 warn!(
@@ -489,11 +508,7 @@ impl Connection<'_> {
                 return Ok(());
             }
         };
-        if let Some(publisher) = &self.publisher
-            && !publisher.send(packet).await
-        {
-            self.closing = true;
-        }
+        self.forward(packet).await;
         Ok(())
     }
 
@@ -519,11 +534,7 @@ impl Connection<'_> {
                 return;
             }
         };
-        if let Some(publisher) = &self.publisher
-            && !publisher.send(packet).await
-        {
-            self.closing = true;
-        }
+        self.forward(packet).await;
     }
 }
 

@@ -40,6 +40,9 @@ pub enum MediaPacket {
         dts_ms: i64,
         data: Bytes,
     },
+    /// The publisher's timestamps jumped. Ingest keeps output time
+    /// continuous; the playlists mark the jump with a discontinuity.
+    TimestampJump,
 }
 
 impl MediaPacket {

@@ -414,6 +414,15 @@ impl StreamTask {
                 self.meter.count(now, data.len(), true)
             }
             MediaPacket::Audio { data, .. } => self.meter.count(now, data.len(), false),
+            MediaPacket::TimestampJump => {
+                info!("publisher's timestamps jumped; marking a discontinuity");
+                for rendition in &self.plan {
+                    if let Some(out) = self.outputs.get_mut(&rendition.name) {
+                        out.window.mark_discontinuity();
+                    }
+                }
+                false
+            }
         }
     }
 
@@ -1019,6 +1028,7 @@ fn feed(pipeline: &LivePipeline, base_ms: i64, packet: MediaPacket) {
         MediaPacket::VideoConfig(_) | MediaPacket::AudioConfig(_) => {
             debug!("decoder configuration repeated mid-stream; keeping the first");
         }
+        MediaPacket::TimestampJump => {}
     }
 }
 
