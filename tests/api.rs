@@ -746,9 +746,17 @@ fn sessions_end_keys_rotate_and_playback_urls_are_signed() {
     assert_eq!(gone.api_error(404), "STREAM_NOT_FOUND");
 }
 
+/// The `st` that `scripts/setup --test` installed in its virtualenv, or the
+/// one on the PATH.
+fn schemathesis() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/venv/bin/st");
+    if venv.exists() { venv } else { "st".into() }
+}
+
 #[test]
 fn schemathesis_finds_no_errors() {
-    let st_found = Command::new("st")
+    let st = schemathesis();
+    let st_found = Command::new(&st)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -763,7 +771,7 @@ fn schemathesis_finds_no_errors() {
     let workdir = tempfile::tempdir().expect("a folder for schemathesis");
     let log_path = workdir.path().join("schemathesis.log");
     let log = std::fs::File::create(&log_path).expect("create the schemathesis log");
-    let mut child = Command::new("st")
+    let mut child = Command::new(&st)
         .current_dir(workdir.path())
         .args(["run", &server.api_url("/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {admin}")])
