@@ -24,7 +24,7 @@ fn plain(_: Track, ms: u64) -> u32 {
 /// One cycle: a valid publisher that sends a little media, a publisher with
 /// a random unknown key, and a connection that leaves mid-handshake.
 fn cycle(server: &common::Server, i: usize) {
-    let key = if i % 2 == 0 {
+    let key = if i.is_multiple_of(2) {
         "secretkey1"
     } else {
         "secretkey2"

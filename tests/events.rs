@@ -26,9 +26,9 @@ const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
 /// Seconds without a request before a player has left, in these tests.
 const VIEWER_TIMEOUT_SECS: u64 = 2;
 
-fn events_server(extra: &str) -> (Server, tempfile::TempDir) {
+fn events_server(viewer_timeout_secs: u64, extra: &str) -> (Server, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("a data directory");
-    let extra = format!("[playback]\nviewer_timeout_secs = {VIEWER_TIMEOUT_SECS}\n{extra}");
+    let extra = format!("[playback]\nviewer_timeout_secs = {viewer_timeout_secs}\n{extra}");
     let server = Server::start_in_data_dir(&ServerConfig::passthrough_only(), data.path(), &extra);
     (server, data)
 }
@@ -219,7 +219,7 @@ fn summary(events: &[Value]) -> Vec<(u64, String)> {
 
 #[test]
 fn a_session_gives_started_joined_left_ended_over_websocket_and_sse() {
-    let (server, _data) = events_server("");
+    let (server, _data) = events_server(VIEWER_TIMEOUT_SECS, "");
     let token = server.token("viewer", "events");
 
     // Refusals first: no token, and no upgrade.
@@ -393,7 +393,9 @@ impl Player {
 
 #[test]
 fn a_client_that_never_reads_is_cut_off_while_another_keeps_receiving() {
-    let (server, _data) = events_server("[events]\nreplay_buffer = 256\nclient_queue = 1024\n");
+    // Players stay for the whole test: only the joins flow.
+    let (server, _data) =
+        events_server(120, "[events]\nreplay_buffer = 256\nclient_queue = 1024\n");
     let token = server.token("viewer", "events");
     let mut push = publish_ffmpeg(&server.rtmp_url("secretkey1"), 40.0, 320, 240);
     let mut watcher = EventClient::connect(&server, "", &token);
@@ -521,7 +523,7 @@ fn a_client_that_never_reads_is_cut_off_while_another_keeps_receiving() {
 #[test]
 fn two_hundred_subscribers_get_an_event_within_a_second() {
     const SUBSCRIBERS: usize = 200;
-    let (server, _data) = events_server("");
+    let (server, _data) = events_server(VIEWER_TIMEOUT_SECS, "");
     let token = server.token("viewer", "events");
     let mut push = publish_ffmpeg(&server.rtmp_url("secretkey1"), 30.0, 320, 240);
     let mut first = EventClient::connect(&server, "streams=cam1", &token);

@@ -155,6 +155,7 @@ impl Control {
             events: self.registry.events().clone(),
             subscription: resume.subscription,
             since: resume.since,
+            queue: self.config.events.client_queue,
             shutdown: self.background.shutdown.clone(),
             disconnects: self.metrics.disconnects(),
         };

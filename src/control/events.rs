@@ -177,7 +177,7 @@ impl Subscription {
     /// From a `streams` query value: `a,b`, or `*` (or nothing) for all.
     pub fn from_list(list: Option<&str>) -> Result<Self, String> {
         match list {
-            None | Some("" | "*") => Ok(Self::All),
+            None | Some("*") => Ok(Self::All),
             Some(list) => Self::names(list.split(',')).map(Self::Streams),
         }
     }
@@ -266,8 +266,7 @@ impl Resume {
         let since = match query_value(query, "since").or(last_event_id.map(str::to_string)) {
             None => None,
             Some(text) => Some(
-                text.trim()
-                    .parse::<u64>()
+                text.parse::<u64>()
                     .map_err(|_| format!("since: `{}` is not an event id", truncate(&text)))?,
             ),
         };
@@ -399,6 +398,7 @@ mod tests {
         assert_eq!(Subscription::from_list(Some("*")), Ok(Subscription::All));
         assert!(Subscription::from_list(Some("../x")).is_err());
         assert!(Subscription::from_list(Some("a,")).is_err());
+        assert!(Subscription::from_list(Some("")).is_err());
     }
 
     #[test]

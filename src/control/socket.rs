@@ -1,10 +1,10 @@
 //! The event socket: `GET /api/v1/events` upgraded to a WebSocket.
 //!
 //! One task per client reads the event bus and the client's messages; a
-//! second one writes to the socket from a short queue. The reader takes an
-//! event from the bus only when the queue has room, so a client that does
-//! not read falls behind on the bus, never holding it up; once it is more
-//! than `events.client_queue` events behind, it is closed with
+//! second one writes to the socket from a short queue. Events wait in a
+//! per-client backlog until the writer has room; a client that does not
+//! read never holds up the bus, and once `events.client_queue` events
+//! wait for it (or it lags that far behind the bus), it is closed with
 //! [`close::SLOW_CONSUMER`]. The server pings every
 //! [`PING_INTERVAL`] and closes a client that has not answered for
 //! [`PONG_TIMEOUT`]; it answers the client's pings (WebSocket pings, or a
@@ -118,6 +118,8 @@ pub struct Client {
     pub events: Arc<EventBus>,
     pub subscription: Subscription,
     pub since: Option<u64>,
+    /// Events a client may fall behind before it is closed as too slow.
+    pub queue: usize,
     pub shutdown: CancellationToken,
     pub disconnects: DisconnectCounter,
 }
@@ -194,22 +196,6 @@ fn close_reason(code: u16) -> &'static str {
     }
 }
 
-/// The next event to send once the queue has room: replayed ones first.
-async fn next_event<'a>(
-    queue: &'a mpsc::Sender<Message>,
-    backlog: &mut std::collections::VecDeque<Arc<Event>>,
-    live: &mut broadcast::Receiver<Arc<Event>>,
-) -> Result<(mpsc::Permit<'a, Message>, Arc<Event>), broadcast::error::RecvError> {
-    let permit = queue
-        .reserve()
-        .await
-        .map_err(|_| broadcast::error::RecvError::Closed)?;
-    if let Some(event) = backlog.pop_front() {
-        return Ok((permit, event));
-    }
-    live.recv().await.map(|event| (permit, event))
-}
-
 /// A message from the client.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -245,8 +231,10 @@ struct Session {
     queue: mpsc::Sender<Message>,
     shutdown: CancellationToken,
     heard: Instant,
-    /// Replayed events waiting for room in the queue.
+    /// Events waiting for room in the queue, replayed ones first.
     backlog: std::collections::VecDeque<Arc<Event>>,
+    /// Events the backlog may hold before the client is too slow.
+    limit: usize,
 }
 
 /// Why a session ends: a close code to send, or none when the client
@@ -263,6 +251,7 @@ impl Session {
             shutdown: client.shutdown,
             heard: Instant::now(),
             backlog: std::collections::VecDeque::new(),
+            limit: client.queue,
         }
     }
 
@@ -286,6 +275,8 @@ impl Session {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let queue = self.queue.clone();
         let mut backlog = std::mem::take(&mut self.backlog);
+        // Replayed events come on top of what a client may fall behind.
+        let limit = self.limit + backlog.len();
         let ending: Ending = loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => break Some(close::GOING_AWAY),
@@ -302,15 +293,22 @@ impl Session {
                     }
                     None => break None,
                 },
-                // Only with room in the queue: the bus is the buffer.
-                event = next_event(&queue, &mut backlog, &mut live) => match event {
-                    Ok((permit, event)) => {
-                        if self.subscription.wants(&event)
-                            && let Ok(text) = serde_json::to_string(&*event)
-                        {
-                            permit.send(Message::text(text));
-                        }
+                // Events wait in the backlog until the writer has room.
+                permit = queue.reserve(), if !backlog.is_empty() => {
+                    let (Ok(permit), Some(event)) = (permit, backlog.pop_front()) else {
+                        break Some(close::GOING_AWAY);
+                    };
+                    if let Ok(text) = serde_json::to_string(&*event) {
+                        permit.send(Message::text(text));
                     }
+                }
+                event = live.recv() => match event {
+                    Ok(event) if !self.subscription.wants(&event) => {}
+                    Ok(_) if backlog.len() >= limit => {
+                        debug!(limit, "event socket client fell too far behind");
+                        break Some(close::SLOW_CONSUMER);
+                    }
+                    Ok(event) => backlog.push_back(event),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         debug!(missed, "event socket client lagged behind the bus");
                         break Some(close::SLOW_CONSUMER);
@@ -332,7 +330,9 @@ impl Session {
 
     fn replay(&mut self, replay: Replay, position: u64) -> Result<(), u16> {
         match replay {
-            Replay::Missed(events) => self.backlog.extend(events),
+            Replay::Missed(events) => self
+                .backlog
+                .extend(events.into_iter().filter(|e| self.subscription.wants(e))),
             Replay::Resync => self
                 .backlog
                 .push_back(Arc::new(EventBus::resync_event(position))),
@@ -418,6 +418,7 @@ mod tests {
                 events: Arc::new(EventBus::default()),
                 subscription: Subscription::from_list(Some("a")).expect("valid"),
                 since: None,
+                queue: 4,
                 shutdown: CancellationToken::new(),
                 disconnects: DisconnectCounter::default(),
             },
@@ -443,6 +444,7 @@ mod tests {
                 events: Arc::new(EventBus::default()),
                 subscription: Subscription::All,
                 since: None,
+                queue: 4,
                 shutdown: CancellationToken::new(),
                 disconnects: DisconnectCounter::default(),
             },

@@ -236,11 +236,11 @@ impl ViewerTracker {
 
     /// Figures for every stream that has had viewers this session.
     pub fn all_stats(&self, now: Instant) -> HashMap<String, ViewerStats> {
-        let streams: Vec<String> = match self.state.lock() {
+        let streams: std::collections::HashSet<String> = match self.state.lock() {
             Ok(state) => state
                 .totals
                 .keys()
-                .chain(state.sessions.values().map(|s| &s.stream))
+                .chain(state.current.keys())
                 .cloned()
                 .collect(),
             Err(_) => return HashMap::new(),
