@@ -299,7 +299,12 @@ impl Builder<'_> {
         }
 
         let backend = self.settings.backend;
-        let mut decode = vec![queue(Some(RAW_QUEUE_TIME))?];
+        let decode_queue = queue(Some(RAW_QUEUE_TIME))?;
+        if rungs.is_empty() {
+            // Only thumbnails want pictures: decoding keyframes is enough.
+            decode_keyframes_only(&decode_queue);
+        }
+        let mut decode = vec![decode_queue];
         decode.extend(build_chain(&backend.decode, None)?);
         decode.push(make("videoconvert")?);
         let i420 = make("capsfilter")?;
@@ -452,6 +457,18 @@ fn force_keyframes_on_grid(element: &gst::Element, segment: Duration) {
             tracing::debug!(pts = %pts, sent, "forced a keyframe on the segment grid");
         }
         gst::PadProbeReturn::Ok
+    });
+}
+
+/// Drops every frame but keyframes in front of the decoder, which then
+/// decodes a picture per GOP instead of every frame.
+fn decode_keyframes_only(queue: &gst::Element) {
+    let Some(pad) = queue.static_pad("src") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
+        Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => gst::PadProbeReturn::Drop,
+        _ => gst::PadProbeReturn::Ok,
     });
 }
 
