@@ -41,12 +41,12 @@ MODES = {
     "quick": dict(
         b1_warmup=6, b1_window=10, b1_reps=1, b2_reps=2, b3_secs=2,
         b3_objects=("playlist", "375k", "1.5m"), b4_levels=(8,), b4_warmup=4, b4_window=6,
-        b5_levels=(100, 400), b5_secs=10, b6_secs=10, b6_subscribers=1000,
+        b5_levels=(200, 1000), b5_secs=10, b6_secs=10, b6_subscribers=1000,
     ),
     "full": dict(
         b1_warmup=10, b1_window=30, b1_reps=2, b2_reps=5, b3_secs=8,
         b3_objects=("playlist", "375k", "1.5m"), b4_levels=(4, 12, 24), b4_warmup=6, b4_window=12,
-        b5_levels=(200, 500, 1000, 1500, 2500), b5_secs=20, b6_secs=20, b6_subscribers=1000,
+        b5_levels=(250, 500, 1000, 2000, 3000, 4000), b5_secs=20, b6_secs=20, b6_subscribers=1000,
     ),
     # Checks the harness itself in about two minutes; its figures mean little.
     "smoke": dict(
@@ -806,6 +806,29 @@ def b5_b6(cfg, workdir, rungs, results):
 
 
 # ---------------------------------------------------------------------------
+# criterion: the pure packaging paths
+
+def criterion(results):
+    """`cargo bench --bench package` with short windows; time per operation."""
+    log("criterion: cargo bench --bench package")
+    out = subprocess.run(
+        ["cargo", "bench", "--bench", "package", "--", "--warm-up-time", "1",
+         "--measurement-time", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"cargo bench failed: {out.stderr[-500:]}")
+    rows, name = [], None
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(.*?)\s*time:\s*\[(.*?)\]", line)
+        if m:
+            rows.append((m.group(1).strip() or name, m.group(2).split()[2:4]))
+        elif line.strip() and not line.startswith((" ", "Found", "Benchmarking")):
+            name = line.strip()
+    results["criterion"] = [(n, " ".join(t)) for n, t in rows]
+
+
+# ---------------------------------------------------------------------------
 # Report
 
 def fmt(value, digits=2):
@@ -841,13 +864,17 @@ def median(values):
 
 
 def b4_capacity(data):
-    """Publishers at 0.9 core: linear in the cost per publisher at the top level."""
-    top = data["levels"][-1]
-    per = (top["cores"] / top["publishers"]) if top["publishers"] else None
+    """Publishers at 0.9 core, linear in the cost per publisher at the largest
+    level that stayed within 0.9 core (a level beyond it may have saturated
+    the box, which understates the cost); memory per publisher at the top."""
+    levels = data["levels"]
+    within = [l for l in levels if l["cores"] <= 0.9]
+    basis = within[-1] if within else levels[0]
+    per = basis["cores"] / basis["publishers"] if basis["publishers"] else None
     est = 0.9 / per if per else None
-    within = [l["publishers"] for l in data["levels"] if l["cores"] <= 0.9]
+    top = levels[-1]
     memory = (top["pss_mib"] - data["idle_pss_mib"]) / top["publishers"]
-    return est, max(within) if within else 0, per, memory
+    return est, within[-1]["publishers"] if within else 0, per, memory, basis["publishers"]
 
 
 def machine():
@@ -869,7 +896,7 @@ def machine():
                 ffmpeg=run_checked(["ffmpeg", "-version"]).splitlines()[0])
 
 
-def report(mode, r, info, started, load_start, load_end, skipped):
+def report(mode, r, info, started, load_start, load_end, skipped, elapsed=None):
     rows = []
 
     def row(fig, what, big, peer, rat, target, ok):
@@ -910,14 +937,13 @@ def report(mode, r, info, started, load_start, load_end, skipped):
                            ("bigfoot_nothumbs", "thumbnails off")):
         if f"b4_{variant}" not in r or "b4_nginx" not in r:
             continue
-        be, bw, bper, bmem = b4_capacity(r[f"b4_{variant}"])
-        ne, nw, nper, nmem = b4_capacity(r["b4_nginx"])
-        top = r[f"b4_{variant}"]["levels"][-1]["publishers"]
+        be, bw, bper, bmem, bbasis = b4_capacity(r[f"b4_{variant}"])
+        ne, nw, nper, nmem, nbasis = b4_capacity(r["b4_nginx"])
         rat = ratio(be, ne)
-        within = (f"; measured within 0.9 core: bigfoot {bw}, nginx-rtmp {nw}"
-                  if len(r["b4_nginx"]["levels"]) > 1 else "")
-        row("B4", f"passthrough 720p publishers at ≤ 0.9 core, {label} "
-            f"(extrapolated from {top}{within})",
+        tried = ", ".join(str(l["publishers"]) for l in r["b4_nginx"]["levels"])
+        row("B4", f"passthrough 720p publishers at ≤ 0.9 core, {label} (levels {tried}; "
+            f"largest level within 0.9 core: bigfoot {bw}, nginx-rtmp {nw}; extrapolated "
+            f"from the cost per publisher there, bigfoot at {bbasis}, nginx-rtmp at {nbasis})",
             f"{fmt(be, 0)} ({fmt(bper * 100 if bper else None, 1)}% core each)",
             f"{fmt(ne, 0)} ({fmt(nper * 100 if nper else None, 1)}% core each, nginx-rtmp hls)",
             f"{fmt(rat)}×", "≥ 1.5×", rat is not None and rat >= 1.5)
@@ -947,9 +973,9 @@ def report(mode, r, info, started, load_start, load_end, skipped):
         b6 = r["b6"]
         rest = b6["rest"] or {}
         viewers = b6["viewers"] or {}
-        statuses = rest.get("statuses", {})
+        statuses = ", ".join(f"{n}× {code}" for code, n in rest.get("statuses", {}).items())
         row("B6", f"REST GET /api/v1/streams p99, 20 req/s, with {viewers.get('viewers')} viewers "
-            f"(statuses {statuses})", f"{fmt(rest.get('p99_ms'), 1)} ms", "—", "—", "< 20 ms",
+            f"running ({rest.get('requests')} requests: {statuses}; {rest.get('errors')} errors)", f"{fmt(rest.get('p99_ms'), 1)} ms", "—", "—", "< 20 ms",
             rest.get("p99_ms") is not None and rest["p99_ms"] < 20)
         ws = b6["ws"]
         if ws is None:
@@ -980,11 +1006,19 @@ def report(mode, r, info, started, load_start, load_end, skipped):
         row("B7", f"memory per 1000 viewer connections (from {bn} and {nn} viewers)",
             f"{fmt(b, 1)} MiB", f"{fmt(n, 1)} MiB (nginx)", "—", "report", None)
 
-    elapsed = time.time() - started
+    extra = []
+    if r.get("criterion"):
+        extra = ["", "`cargo bench --bench package` (criterion, median time per operation):", "",
+                 "| operation | time |", "|---|---|",
+                 *[f"| {n} | {t} |" for n, t in r["criterion"]]]
+
+    if elapsed is None:
+        elapsed = time.time() - started
+    date = datetime.datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds")
     lines = [
         f"# bigfoot benchmarks: {mode} mode",
         "",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- date: {date} (start)",
         f"- commit: {info['commit']}",
         f"- machine: {info['uname']}",
         f"- CPU: {info['cpu']}, {info['cores']} cores",
@@ -997,9 +1031,23 @@ def report(mode, r, info, started, load_start, load_end, skipped):
         "| # | figure | bigfoot | peer (same run) | ratio | target | result |",
         "|---|---|---|---|---|---|---|",
         *rows,
+        *extra,
         "",
     ]
     return "\n".join(lines)
+
+
+def render(json_path):
+    """Rewrites {run}.md from {run}.json (after a change to how figures are
+    derived or shown; the measurements stay as they were)."""
+    with open(json_path) as f:
+        run = json.load(f)
+    text = report(run["mode"], run["results"], run["machine"], run["started"],
+                  run["load_start"], run["load_end"], run["skipped"], elapsed=run["elapsed"])
+    with open(json_path[:-5] + ".md", "w") as f:
+        f.write(text)
+    print(text)
+    return 0
 
 
 def main():
@@ -1007,7 +1055,11 @@ def main():
     parser.add_argument("--mode", choices=sorted(MODES), default="quick")
     parser.add_argument("--only", default="", help="comma-separated figures, e.g. b1,b3")
     parser.add_argument("--out", default=os.path.join(ROOT, "benches", "results"))
+    parser.add_argument("--render", metavar="JSON",
+                        help="rewrite the table of an earlier run from its .json")
     args = parser.parse_args()
+    if args.render:
+        return render(args.render)
     cfg = MODES[args.mode]
     only = {x.strip().lower() for x in args.only.split(",") if x.strip()}
     want = lambda fig: not only or fig in only
@@ -1031,6 +1083,8 @@ def main():
                  ("b3", lambda: b3(cfg, workdir, source, results)),
                  ("b4", lambda: b4(cfg, workdir, rungs, results)),
                  ("b5", lambda: b5_b6(cfg, workdir, rungs, results)))
+        if args.mode == "full":
+            steps += (("criterion", lambda: criterion(results)),)
         for name, step in steps:
             if not want(name):
                 continue
@@ -1051,7 +1105,9 @@ def main():
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    text = report(args.mode, results, info, started, load_start, os.getloadavg()[0], skipped)
+    run = dict(mode=args.mode, started=started, load_start=load_start,
+               load_end=os.getloadavg()[0], skipped=skipped)
+    text = report(args.mode, results, info, started, load_start, run["load_end"], skipped)
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     suffix = "" if not only else "-" + "-".join(sorted(only))
@@ -1059,7 +1115,8 @@ def main():
     with open(path, "w") as f:
         f.write(text)
     with open(path[:-3] + ".json", "w") as f:
-        json.dump(dict(mode=args.mode, machine=info, results=results), f, indent=1, default=str)
+        json.dump(dict(run, machine=info, results=results, elapsed=time.time() - started),
+                  f, indent=1, default=str)
     print(text)
     log(f"wrote {path}")
     return 0 if not skipped else 1

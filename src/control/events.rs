@@ -43,6 +43,15 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     pub timestamp: OffsetDateTime,
     pub data: serde_json::Value,
+    /// The event as JSON, serialised once for every subscriber.
+    #[serde(skip)]
+    pub json: bytes::Bytes,
+}
+
+fn serialise(event: &Event) -> bytes::Bytes {
+    serde_json::to_vec(event)
+        .map(bytes::Bytes::from)
+        .unwrap_or_default()
 }
 
 /// Where a resuming subscriber starts.
@@ -93,13 +102,16 @@ impl EventBus {
         data: serde_json::Value,
     ) -> Option<Arc<Event>> {
         let mut log = self.log.lock().ok()?;
-        let event = Arc::new(Event {
+        let mut event = Event {
             id: log.next_id,
             kind,
             stream_id: stream.map(str::to_string),
             timestamp: OffsetDateTime::now_utc(),
             data,
-        });
+            json: bytes::Bytes::new(),
+        };
+        event.json = serialise(&event);
+        let event = Arc::new(event);
         log.next_id += 1;
         if log.recent.len() == log.capacity {
             log.recent.pop_front();
@@ -145,7 +157,7 @@ impl EventBus {
     /// The event a client gets instead of a replay it cannot have: reload
     /// state from the API, then follow live events from `position`.
     pub fn resync_event(position: u64) -> Event {
-        Event {
+        let mut event = Event {
             id: position,
             kind: kind::RESYNC,
             stream_id: None,
@@ -154,7 +166,10 @@ impl EventBus {
                 "reason": "the requested position is older than the replay buffer; \
                            reload state from the API",
             }),
-        }
+            json: bytes::Bytes::new(),
+        };
+        event.json = serialise(&event);
+        event
     }
 
     /// The id the next event will get.

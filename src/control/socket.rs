@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -164,8 +165,9 @@ async fn write<S>(
             code = &mut close => break code.ok().flatten(),
             message = outgoing.recv() => {
                 let Some(message) = message else { break None };
+                let batch = write_batch(&mut sink, message, &mut outgoing);
                 let sent = tokio::select! {
-                    sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)) => sent,
+                    sent = tokio::time::timeout(WRITE_TIMEOUT, batch) => sent,
                     code = &mut close => break code.ok().flatten(),
                 };
                 if !matches!(sent, Ok(Ok(()))) {
@@ -184,6 +186,23 @@ async fn write<S>(
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once:
+/// one system call for a burst of events rather than one per event.
+async fn write_batch<S>(
+    sink: &mut S,
+    first: Message,
+    outgoing: &mut mpsc::Receiver<Message>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    sink.feed(first).await?;
+    while let Ok(next) = outgoing.try_recv() {
+        sink.feed(next).await?;
+    }
+    sink.flush().await
 }
 
 fn close_reason(code: u16) -> &'static str {
@@ -298,7 +317,7 @@ impl Session {
                     let (Ok(permit), Some(event)) = (permit, backlog.pop_front()) else {
                         break Some(close::GOING_AWAY);
                     };
-                    if let Ok(text) = serde_json::to_string(&*event) {
+                    if let Ok(text) = Utf8Bytes::try_from(event.json.clone()) {
                         permit.send(Message::text(text));
                     }
                 }

@@ -77,8 +77,11 @@ pub fn response(
 
 /// One event as an SSE message.
 pub fn message(event: &Event) -> Bytes {
-    let json = serde_json::to_string(event).unwrap_or_default();
-    Bytes::from(format!("id: {}\ndata: {json}\n\n", event.id))
+    let mut message = Vec::with_capacity(event.json.len() + 32);
+    message.extend_from_slice(format!("id: {}\ndata: ", event.id).as_bytes());
+    message.extend_from_slice(&event.json);
+    message.extend_from_slice(b"\n\n");
+    Bytes::from(message)
 }
 
 /// What the body of one client still has to send.
