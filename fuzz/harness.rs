@@ -16,9 +16,9 @@ use std::path::Path;
 use bigfoot::config::{Config, IngestSettings};
 use bigfoot::deliver::route::{self, Route};
 use bigfoot::deliver::token::{self, Grant, Scope, SigningKey};
+use bigfoot::ingest::amf;
 use bigfoot::ingest::avc::{self, AvcConfig};
 use bigfoot::ingest::chunk::{self, ChunkReader, RawMessage};
-use bigfoot::ingest::amf;
 use bigfoot::ingest::flv::{self, AudioTag, VideoTag};
 use bigfoot::ingest::timestamp::TrackClock;
 use bigfoot::package::isobmff::{FragmentInfo, InitInfo};
@@ -256,12 +256,22 @@ impl Publisher {
                     self.session.accept_request(request_id)
                 } else {
                     self.closing = true;
-                    self.session.reject_request(request_id, "rejected", "unknown app")
+                    self.session
+                        .reject_request(request_id, "rejected", "unknown app")
                 }
             }
-            ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => {
                 if self.publishing {
-                    self.session.reject_request(request_id, "bad name", "publishing")
+                    self.session
+                        .reject_request(request_id, "bad name", "publishing")
+                } else if !is_publish_key(&stream_key) {
+                    self.closing = true;
+                    self.session
+                        .reject_request(request_id, "denied", "malformed key")
                 } else {
                     self.publishing = true;
                     self.report.publishing = true;
@@ -270,7 +280,8 @@ impl Publisher {
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 self.closing = true;
-                self.session.reject_request(request_id, "failed", "no playback")
+                self.session
+                    .reject_request(request_id, "failed", "no playback")
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 self.publishing = false;
@@ -333,7 +344,10 @@ impl Publisher {
 fn tick(clock: &mut TrackClock, last_ms: &mut Option<i64>, raw: u32) {
     let ms = clock.tick(raw).ms;
     if let Some(last) = *last_ms {
-        assert!(ms > last, "output time went from {last} to {ms} ms at raw {raw}");
+        assert!(
+            ms > last,
+            "output time went from {last} to {ms} ms at raw {raw}"
+        );
     }
     *last_ms = Some(ms);
 }
@@ -346,6 +360,16 @@ fn strip_query(value: &str) -> &str {
         .next()
         .unwrap_or_default()
         .trim_end_matches('/')
+}
+
+/// The adapter's gate on a publish key (`ingest::session::publish_key`):
+/// before any `?query`, 4 to 128 ASCII letters, digits, `-` and `_`.
+fn is_publish_key(raw: &str) -> bool {
+    let key = strip_query(raw);
+    (4..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses an `avcC` record as ingest does; whether it was usable.

@@ -110,7 +110,10 @@ fn ffmpeg_seed_reaches_the_media_path() {
         let data = std::fs::read(&path).expect("the ffmpeg seed");
         let report = harness::rtmp_session(&data);
         assert_eq!(report.library_panics, 0, "{seed}: {report:?}");
-        assert!(report.handshake_done && report.connected, "{seed}: {report:?}");
+        assert!(
+            report.handshake_done && report.connected,
+            "{seed}: {report:?}"
+        );
         assert!(report.publishing, "{seed}: {report:?}");
         assert_eq!(report.avc_configs, 1, "{seed}: {report:?}");
         assert!(report.video_tags > 10, "{seed}: {report:?}");
@@ -145,7 +148,11 @@ fn regenerate_rtmp_seeds() -> anyhow::Result<()> {
     write_seed(&rtmp, FFMPEG_SEED, &[[0, 1].as_slice(), &capture].concat())?;
     let small_reads = [[5, 1].as_slice(), &capture].concat();
     write_seed(&rtmp, "ffmpeg-publish-small-reads", &small_reads)?;
-    write_seed(&rtmp, "plain-handshake", &[[40, 0].as_slice(), chunks].concat())?;
+    write_seed(
+        &rtmp,
+        "plain-handshake",
+        &[[40, 0].as_slice(), chunks].concat(),
+    )?;
     write_payload_seeds(chunks)
 }
 
