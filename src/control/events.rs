@@ -28,6 +28,8 @@ pub mod kind {
     pub const VIEWER_JOINED: &str = "viewer:joined";
     pub const VIEWER_LEFT: &str = "viewer:left";
     pub const THUMBNAIL_UPDATED: &str = "thumbnail:updated";
+    /// The disk mirror started failing (a full disk) or works again.
+    pub const STREAM_STORAGE: &str = "stream:storage";
     /// Sent to a resuming client whose position is no longer buffered.
     pub const RESYNC: &str = "resync";
 }

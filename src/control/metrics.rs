@@ -103,6 +103,7 @@ pub struct Metrics {
     rendition_fps: Family<RenditionLabels, Gauge<f64, AtomicU64>>,
     rendition_encoder: Family<EncoderLabels, Gauge>,
     dropped_frames: Family<StreamLabels, Gauge>,
+    disk_mirror_failing: Family<StreamLabels, Gauge>,
     /// Serialises scrapes: each clears and refills the stream families.
     scrape: Mutex<()>,
 }
@@ -201,6 +202,12 @@ impl Metrics {
             "1 for the encoder backend each rendition uses now",
             rendition_encoder.clone(),
         );
+        let disk_mirror_failing = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "disk_mirror_failing",
+            "1 while writing a stream's disk mirror fails (a full disk)",
+            disk_mirror_failing.clone(),
+        );
         let dropped_frames = Family::<StreamLabels, Gauge>::default();
         registry.register(
             "dropped_frames",
@@ -212,6 +219,7 @@ impl Metrics {
             rendition_fps,
             rendition_encoder,
             dropped_frames,
+            disk_mirror_failing,
             http_requests,
             bytes_served,
             streams_live,
@@ -270,6 +278,7 @@ impl Metrics {
         self.rendition_fps.clear();
         self.rendition_encoder.clear();
         self.dropped_frames.clear();
+        self.disk_mirror_failing.clear();
         let live: Vec<_> = streams.iter().filter(|(_, s)| s.live).collect();
         self.streams_live.set(count(live.len()));
         self.publishers.set(count(
@@ -282,6 +291,9 @@ impl Metrics {
             if let Some(fps) = status.ingest.fps {
                 self.ingest_fps.get_or_create(&labels).set(fps);
             }
+            self.disk_mirror_failing
+                .get_or_create(&labels)
+                .set(i64::from(status.disk_mirror_failing));
             self.dropped_frames
                 .get_or_create(&labels)
                 .set(i64::try_from(status.dropped_frames).unwrap_or(i64::MAX));

@@ -12,6 +12,15 @@ use tracing::warn;
 
 use super::snapshot::StreamSnapshot;
 
+/// A change in the mirror's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorHealth {
+    Unchanged,
+    /// Writing failed (a full disk, a missing folder); the error.
+    Failed(String),
+    Recovered,
+}
+
 /// Mirrors one stream's snapshots to disk.
 pub struct Mirror {
     dir: PathBuf,
@@ -28,17 +37,29 @@ impl Mirror {
         }
     }
 
-    /// Brings the folder in line with a snapshot.
-    pub fn write(&mut self, snapshot: &StreamSnapshot) {
+    /// Brings the folder in line with a snapshot. Returns what changed in
+    /// the mirror's health, so the stream can report it once.
+    pub fn write(&mut self, snapshot: &StreamSnapshot) -> MirrorHealth {
         match self.try_write(snapshot) {
-            Ok(()) => self.failing = false,
+            Ok(()) if self.failing => {
+                self.failing = false;
+                warn!(dir = %self.dir.display(), "disk mirror works again");
+                MirrorHealth::Recovered
+            }
+            Ok(()) => MirrorHealth::Unchanged,
             Err(e) if !self.failing => {
                 self.failing = true;
                 warn!(dir = %self.dir.display(), error = %e, "disk mirror failed; \
                       playback from memory continues");
+                MirrorHealth::Failed(e.to_string())
             }
-            Err(_) => {}
+            Err(_) => MirrorHealth::Unchanged,
         }
+    }
+
+    /// Whether the last write failed.
+    pub fn failing(&self) -> bool {
+        self.failing
     }
 
     fn try_write(&mut self, snapshot: &StreamSnapshot) -> std::io::Result<()> {
@@ -145,6 +166,23 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_disk_is_reported_once_and_its_recovery_too() {
+        let data = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(data.path().join("live")).expect("live dir");
+        std::fs::write(data.path().join("live/cam"), b"not a folder").expect("blocker");
+        let mut mirror = Mirror::new(data.path(), "cam");
+        assert!(matches!(
+            mirror.write(&snapshot(&[1])),
+            MirrorHealth::Failed(_)
+        ));
+        assert_eq!(mirror.write(&snapshot(&[2])), MirrorHealth::Unchanged);
+        assert!(mirror.failing());
+        std::fs::remove_file(data.path().join("live/cam")).expect("unblock");
+        assert_eq!(mirror.write(&snapshot(&[3])), MirrorHealth::Recovered);
+        assert!(!mirror.failing());
+    }
+
+    #[test]
     fn orphans_are_swept() {
         let data = tempfile::tempdir().expect("tempdir");
         let mut mirror = Mirror::new(data.path(), "old");
@@ -158,8 +196,8 @@ mod tests {
     fn keeps_the_window_and_removes_the_rest() {
         let data = tempfile::tempdir().expect("tempdir");
         let mut mirror = Mirror::new(data.path(), "cam");
-        mirror.write(&snapshot(&[1, 2, 3]));
-        mirror.write(&snapshot(&[2, 3, 4]));
+        assert_eq!(mirror.write(&snapshot(&[1, 2, 3])), MirrorHealth::Unchanged);
+        assert_eq!(mirror.write(&snapshot(&[2, 3, 4])), MirrorHealth::Unchanged);
         let dir = data.path().join("live/cam/360p");
         assert!(!dir.join("1.m4s").exists());
         assert_eq!(std::fs::read(dir.join("4.m4s")).expect("4"), b"segment 4");

@@ -46,6 +46,8 @@ pub struct StreamStatus {
     pub last_error: Option<String>,
     /// Source video frames dropped since the stream started.
     pub dropped_frames: u64,
+    /// Whether writing the disk mirror fails now (playback goes on).
+    pub disk_mirror_failing: bool,
 }
 
 /// The publisher's media, as received.

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::MediaPacket;
 use super::manifests::{self, MpdContext, RenditionOutput, SessionPeriod};
 use super::meter::IngestMeter;
-use super::mirror::Mirror;
+use super::mirror::{Mirror, MirrorHealth};
 use super::observe::{self, KeyframeClock, Quality};
 use super::registry::{PublishRefusal, StreamMap};
 use super::snapshot::{
@@ -828,10 +828,21 @@ impl StreamTask {
             thumbnail: self.thumbnail.clone(),
             renditions,
         };
-        if let Some(mirror) = &mut self.mirror {
-            mirror.write(&snapshot);
-        }
+        let health = match &mut self.mirror {
+            Some(mirror) => mirror.write(&snapshot),
+            None => MirrorHealth::Unchanged,
+        };
         self.snapshot.store(Arc::new(snapshot));
+        match health {
+            MirrorHealth::Unchanged => {}
+            MirrorHealth::Failed(error) => self.publish(
+                kind::STREAM_STORAGE,
+                serde_json::json!({ "mirror": "failing", "error": error }),
+            ),
+            MirrorHealth::Recovered => {
+                self.publish(kind::STREAM_STORAGE, serde_json::json!({ "mirror": "ok" }))
+            }
+        }
     }
 }
 
@@ -994,6 +1005,7 @@ impl StreamTask {
             encoder: self.encoder.name.clone(),
             last_error: self.last_error.clone(),
             dropped_frames: self.dropped_frames,
+            disk_mirror_failing: self.mirror.as_ref().is_some_and(Mirror::failing),
         }
     }
 
