@@ -396,6 +396,7 @@ mod tests {
             stream_id: stream.map(str::to_string),
             timestamp: OffsetDateTime::UNIX_EPOCH,
             data: serde_json::json!({}),
+            json: bytes::Bytes::new(),
         }
     }
 

@@ -365,6 +365,7 @@ mod tests {
             stream_id: None,
             timestamp: time::OffsetDateTime::UNIX_EPOCH,
             data: serde_json::json!({}),
+            json: bytes::Bytes::new(),
         };
         assert!(hook.wants(&event("stream:started")));
         assert!(!hook.wants(&event("viewer:joined")));
