@@ -258,10 +258,15 @@ impl Server {
     /// waiting until it logs both listen addresses.
     pub fn start(config: &ServerConfig) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder for the server");
-        let config_path = dir.path().join("bigfoot.toml");
         let text = config.to_toml(&dir.path().join("data"));
-        std::fs::write(&config_path, text).expect("write the test config");
+        Self::start_with_text(dir, &text)
+    }
 
+    /// Writes `text` as `bigfoot.toml` in `dir` (which the server then owns)
+    /// and starts `bigfoot serve` on it, waiting for both listen addresses.
+    pub fn start_with_text(dir: TempDir, text: &str) -> Self {
+        let config_path = dir.path().join("bigfoot.toml");
+        std::fs::write(&config_path, text).expect("write the test config");
         let mut child = Command::new(bigfoot_bin())
             .arg("serve")
             .arg("--config")
@@ -1719,33 +1724,8 @@ impl Server {
     /// start on it after this one is stopped.
     pub fn start_in_data_dir(config: &ServerConfig, data_dir: &Path, extra_toml: &str) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder for the server");
-        let mut text = config.to_toml(data_dir);
-        text.push('\n');
-        text.push_str(extra_toml);
-        std::fs::write(dir.path().join("bigfoot.toml"), text).expect("write the test config");
-
-        let mut server = Self {
-            child: None,
-            log: Captured::default(),
-            dir,
-            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut child = Command::new(bigfoot_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(server.config_path())
-            .env("RUST_LOG", "info,bigfoot=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bigfoot serve");
-        server.log = Captured::attach(&mut child);
-        server.child = Some(child);
-        server.wait_for_listeners();
-        server
+        let text = format!("{}\n{extra_toml}", config.to_toml(data_dir));
+        Self::start_with_text(dir, &text)
     }
 
     /// The config file the server runs on.
@@ -1987,28 +1967,9 @@ impl EncoderSettings {
 impl Server {
     /// Like `start`, with the encoder keys of `encoder` in the config.
     pub fn start_with_encoder(config: &ServerConfig, encoder: &EncoderSettings) -> Self {
-        let (dir, config_path) = encoder.write(config);
-        let mut child = Command::new(bigfoot_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info,bigfoot=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bigfoot serve");
-        let log = Captured::attach(&mut child);
-        let mut server = Self {
-            child: Some(child),
-            log,
-            dir,
-            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        server.wait_for_listeners();
-        server
+        let dir = tempfile::tempdir().expect("create a temporary folder for the server");
+        let text = encoder.apply(config, &dir.path().join("data"));
+        Self::start_with_text(dir, &text)
     }
 }
 
@@ -2346,28 +2307,6 @@ impl Server {
             1,
         );
         let text = format!("{text}\n{extra_toml}\n");
-        std::fs::write(dir.path().join("bigfoot.toml"), text).expect("write the test config");
-        let mut server = Self {
-            child: None,
-            log: Captured::default(),
-            dir,
-            rtmp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut child = Command::new(bigfoot_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(server.config_path())
-            .env("RUST_LOG", "info,bigfoot=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn bigfoot serve");
-        server.log = Captured::attach(&mut child);
-        server.child = Some(child);
-        server.wait_for_listeners();
-        server
+        Self::start_with_text(dir, &text)
     }
 }
