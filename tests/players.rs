@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use common::{
-    Publisher, Server, ServerConfig, get, is_scaled_width, parse_master, publish_ffmpeg,
-    rendition_of, wait_for_master, wait_timeout, wait_until,
+    Publisher, Server, ServerConfig, browser_dir, get, is_scaled_width, parse_master,
+    publish_ffmpeg, rendition_of, require_browser_tooling, wait_for_master, wait_timeout,
+    wait_until,
 };
 use serde::Deserialize;
 
@@ -96,36 +97,6 @@ struct LevelResult {
 
 // ---------------------------------------------------------------------------
 // Running play.mjs
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails (never skips) when the browser tooling is not installed.
-fn require_browser_tooling() {
-    const HOW: &str = "run scripts/setup to install chromium and tests/browser/node_modules";
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        node.is_ok_and(|status| status.success()),
-        "`node` is not on PATH; install Node 20 or newer, then {HOW}"
-    );
-    let modules = browser_dir().join("node_modules");
-    for package in ["puppeteer-core", "hls.js", "dashjs"] {
-        assert!(
-            modules.join(package).join("package.json").is_file(),
-            "{} is missing; {HOW}",
-            modules.join(package).display()
-        );
-    }
-    assert!(
-        Path::new("/usr/bin/chromium").is_file(),
-        "/usr/bin/chromium is missing; {HOW}"
-    );
-}
 
 /// Where a test leaves its screenshot, kept after the run for a human to
 /// look at.
