@@ -20,6 +20,9 @@ use bigfoot::ingest::amf;
 use bigfoot::ingest::avc::{self, AvcConfig};
 use bigfoot::ingest::chunk::{self, ChunkReader, RawMessage};
 use bigfoot::ingest::flv::{self, AudioTag, VideoTag};
+use bigfoot::ingest::screen::{
+    MSG_COMMAND_AMF0, MSG_COMMAND_AMF3, Screen, Verdict, publish_key, strip_query,
+};
 use bigfoot::ingest::timestamp::TrackClock;
 use bigfoot::package::isobmff::{FragmentInfo, InitInfo};
 use bytes::Bytes;
@@ -36,18 +39,6 @@ const APP: &str = "live";
 /// Bit of an `rtmp_session` input's second byte: the handshake is in the
 /// input rather than made up by the harness.
 const RAW_HANDSHAKE: u8 = 1;
-/// `createStream` commands the adapter allows on one connection.
-const MAX_CREATE_STREAM: u32 = 16;
-
-/// RTMP message types the adapter tells apart (RTMP 1.0, 5.4 and 7.1).
-const MSG_ACKNOWLEDGEMENT: u8 = 3;
-const MSG_USER_CONTROL: u8 = 4;
-const MSG_WINDOW_ACK_SIZE: u8 = 5;
-const MSG_PEER_BANDWIDTH: u8 = 6;
-const MSG_AUDIO: u8 = 8;
-const MSG_VIDEO: u8 = 9;
-const MSG_COMMAND_AMF3: u8 = 17;
-const MSG_COMMAND_AMF0: u8 = 20;
 
 /// How far one `rtmp_session` input drove the session, so the replay test
 /// can check that the capture seeds reach the media path.
@@ -124,7 +115,7 @@ struct Publisher {
     session: ServerSession,
     publishing: bool,
     closing: bool,
-    streams_created: u32,
+    screen: Screen,
     video_clock: TrackClock,
     audio_clock: TrackClock,
     last_video_ms: Option<i64>,
@@ -142,7 +133,7 @@ impl Publisher {
             session,
             publishing: false,
             closing: false,
-            streams_created: 0,
+            screen: Screen::new(),
             video_clock: TrackClock::default(),
             audio_clock: TrackClock::default(),
             last_video_ms: None,
@@ -191,29 +182,10 @@ impl Publisher {
 
     /// The adapter's checks on one whole message before `rml_rtmp` sees it.
     fn on_message(&mut self, message: RawMessage) -> Result<(), Closed> {
-        match message.type_id {
-            MSG_AUDIO | MSG_VIDEO | MSG_ACKNOWLEDGEMENT | MSG_USER_CONTROL | MSG_PEER_BANDWIDTH => {
-            }
-            MSG_WINDOW_ACK_SIZE => {
-                let high = message.payload.first();
-                if message.payload.len() < 4 || high.is_none_or(|b| b & 0x80 != 0) {
-                    return Ok(());
-                }
-            }
-            MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
-                let body = amf::command_body(message.type_id, &message.payload);
-                match amf::check_command(&body) {
-                    Ok(command) if command.name == "createStream" => {
-                        self.streams_created += 1;
-                        if self.streams_created > MAX_CREATE_STREAM {
-                            return Err(Closed);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => return Ok(()),
-                }
-            }
-            _ => return Ok(()),
+        match self.screen.check(&message) {
+            Verdict::Pass => {}
+            Verdict::Ignore(_) | Verdict::BadPublish => return Ok(()),
+            Verdict::Close(_) => return Err(Closed),
         }
         let mut bytes = Vec::with_capacity(message.payload.len() + 16);
         chunk::single_chunk(3, &message, &mut bytes);
@@ -268,7 +240,7 @@ impl Publisher {
                 if self.publishing {
                     self.session
                         .reject_request(request_id, "bad name", "publishing")
-                } else if !is_publish_key(&stream_key) {
+                } else if publish_key(&stream_key).is_none() {
                     self.closing = true;
                     self.session
                         .reject_request(request_id, "denied", "malformed key")
@@ -350,26 +322,6 @@ fn tick(clock: &mut TrackClock, last_ms: &mut Option<i64>, raw: u32) {
         );
     }
     *last_ms = Some(ms);
-}
-
-/// The adapter's reading of an app name or key: before any `?query`,
-/// without trailing slashes.
-fn strip_query(value: &str) -> &str {
-    value
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/')
-}
-
-/// The adapter's gate on a publish key (`ingest::session::publish_key`):
-/// before any `?query`, 4 to 128 ASCII letters, digits, `-` and `_`.
-fn is_publish_key(raw: &str) -> bool {
-    let key = strip_query(raw);
-    (4..=128).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses an `avcC` record as ingest does; whether it was usable.

@@ -7,15 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ServerConfig;
 use common::rtmp_client::{RtmpClient, TestMedia, Track, Tracks, rss_kib};
+use common::{ServerConfig, open_fds, wait_for_fds_at_most};
 
 /// Cycles in the normal suite.
 const DEFAULT_CYCLES: usize = 120;
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 fn plain(_: Track, ms: u64) -> u32 {
     ms as u32
@@ -73,18 +69,8 @@ fn publish_churn_returns_to_the_baseline() {
 
     // Streams are released after the grace period; connections after the
     // handshake timeout.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let fds = open_fds(pid);
-        if fds <= fds_before + 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{fds} descriptors open after {cycles} cycles, {fds_before} before"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let what = format!("after {cycles} cycles ({fds_before} before)");
+    wait_for_fds_at_most(pid, fds_before + 4, Duration::from_secs(20), &what);
     let released = |server: &common::Server| server.logs().matches("stream released").count();
     let deadline = Instant::now() + Duration::from_secs(20);
     while released(&server) < 3 {

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use common::{
-    DashSegment, Mpd, MpdPeriod, Representation, Response, Server, ServerConfig, TestPattern,
-    decode_jpeg, fetch_media, fetch_mpd, get, get_ok, get_with_host, iso_duration_secs, max_age,
-    now_millis, parse_master, probe_fragment, probe_url, publish_ffmpeg, publish_ffmpeg_pattern,
-    rendition_of, resolve, utc_millis, wait_for_master, wait_for_mpd, wait_until,
+    DashSegment, Mpd, MpdPeriod, Probe, Representation, Response, Server, ServerConfig,
+    TestPattern, decode_jpeg, fetch_media, fetch_mpd, get, get_ok, get_with_host,
+    iso_duration_secs, max_age, now_millis, parse_master, probe_fragment, probe_url,
+    publish_ffmpeg, publish_ffmpeg_pattern, rendition_of, resolve, utc_millis, wait_for_master,
+    wait_for_mpd, wait_until,
 };
 use m3u8_rs::{AlternativeMediaType, MasterPlaylist, MediaPlaylist};
 
@@ -805,23 +806,15 @@ fn audio_only_and_video_only_streams() {
     assert!(!playlist.segments.is_empty(), "{media_url}: no segments");
 
     let mpd_url = server.mpd_url("cam1");
-    let (_, mpd) = wait_for_mpd(&mpd_url, READY_TIMEOUT);
-    check_live_mpd_attributes(&mpd_url, &mpd);
-    let kinds: Vec<_> = mpd.periods[0]
-        .adaptation_sets
-        .iter()
-        .map(|s| s.attrs.get("contentType").unwrap_or_default())
-        .collect();
-    assert_eq!(kinds, ["audio"], "audio-only AdaptationSets");
+    let mpd = wait_for_single_kind_mpd(&mpd_url, "audio");
     let ids: Vec<_> = mpd.representations().map(|(_, _, r)| r.id()).collect();
     assert_eq!(ids, ["audio"], "audio-only Representations");
     let probe = probe_url(&mpd_url).unwrap_or_else(|e| panic!("ffprobe {mpd_url}: {e:#}"));
-    let kinds: Vec<_> = probe
-        .streams
-        .iter()
-        .map(|s| s.codec_type.as_str())
-        .collect();
-    assert_eq!(kinds, ["audio"], "ffprobe streams of the audio-only MPD");
+    assert_eq!(
+        stream_kinds(&probe),
+        ["audio"],
+        "ffprobe streams of the audio-only MPD"
+    );
     assert_eq!(probe.streams[0].sample_rate(), Some(48_000));
 
     // Video only.
@@ -852,26 +845,18 @@ fn audio_only_and_video_only_streams() {
     assert_eq!(no_audio.status, 404, "video-only audio playlist");
 
     let mpd_url = server.mpd_url("cam2");
-    let (_, mpd) = wait_for_mpd(&mpd_url, READY_TIMEOUT);
-    check_live_mpd_attributes(&mpd_url, &mpd);
-    let kinds: Vec<_> = mpd.periods[0]
-        .adaptation_sets
-        .iter()
-        .map(|s| s.attrs.get("contentType").unwrap_or_default())
-        .collect();
-    assert_eq!(kinds, ["video"], "video-only AdaptationSets");
+    let mpd = wait_for_single_kind_mpd(&mpd_url, "video");
     let source = mpd.periods[0].representation("source").expect("source");
     assert_eq!(
         (source.attrs.get("width"), source.attrs.get("height")),
         (Some("1280"), Some("720"))
     );
     let probe = probe_url(&mpd_url).unwrap_or_else(|e| panic!("ffprobe {mpd_url}: {e:#}"));
-    let kinds: Vec<_> = probe
-        .streams
-        .iter()
-        .map(|s| s.codec_type.as_str())
-        .collect();
-    assert_eq!(kinds, ["video"], "ffprobe streams of the video-only MPD");
+    assert_eq!(
+        stream_kinds(&probe),
+        ["video"],
+        "ffprobe streams of the video-only MPD"
+    );
 
     // Thumbnails: the video stream has one, the audio stream never will.
     let thumbnail = wait_for_thumbnail(&server.thumbnail_url("cam2"));
@@ -881,6 +866,33 @@ fn audio_only_and_video_only_streams() {
 
     audio_only.wait_success(Duration::from_secs(30));
     video_only.wait_success(Duration::from_secs(30));
+}
+
+/// Waits for the live MPD at `mpd_url`, checks its live attributes, and
+/// asserts that its first Period has one AdaptationSet, of `content_type`.
+fn wait_for_single_kind_mpd(mpd_url: &str, content_type: &str) -> Mpd {
+    let (_, mpd) = wait_for_mpd(mpd_url, READY_TIMEOUT);
+    check_live_mpd_attributes(mpd_url, &mpd);
+    let kinds: Vec<_> = mpd.periods[0]
+        .adaptation_sets
+        .iter()
+        .map(|s| s.attrs.get("contentType").unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
+        [content_type],
+        "{mpd_url}: {content_type}-only AdaptationSets"
+    );
+    mpd
+}
+
+/// The codec type of each stream ffprobe found.
+fn stream_kinds(probe: &Probe) -> Vec<&str> {
+    probe
+        .streams
+        .iter()
+        .map(|s| s.codec_type.as_str())
+        .collect()
 }
 
 /// The MPD scan and the time parsers on a fixed document: `r` expands,

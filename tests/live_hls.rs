@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::{
-    Probe, Response, ServerConfig, TEST_ORIGIN, check_avc_codec, decode_fragment, fetch_media, get,
-    get_ok, is_scaled_width, last_sequence, max_age, parse_master, parse_media, probe_fragment,
-    publish_ffmpeg, publish_gst, raw_get, rendition_of, resolve, run_bigfoot, wait_for_master,
-    wait_until,
+    Probe, Response, ServerConfig, TEST_ORIGIN, assert_rendition_size, check_avc_codec,
+    decode_fragment, fetch_media, get, get_ok, last_sequence, max_age, parse_master, parse_media,
+    probe_fragment, publish_ffmpeg, publish_gst, raw_get, rendition_of, resolve, run_bigfoot,
+    wait_for_master, wait_until,
 };
 use m3u8_rs::{AlternativeMediaType, MasterPlaylist, MediaPlaylist, VariantStream};
 
@@ -124,22 +124,6 @@ fn expected_size(name: &str, source: (u32, u32)) -> (u32, u32) {
     (width, height)
 }
 
-fn check_size(name: &str, actual: (u32, u32), source: (u32, u32)) {
-    let (width, height) = expected_size(name, source);
-    if name == "source" {
-        assert_eq!(actual, (width, height), "{name}: size");
-    } else {
-        assert_eq!(actual.1, height, "{name}: height");
-        assert!(
-            is_scaled_width(actual.0, actual.1, source.0, source.1),
-            "{name}: width {} does not keep the {}x{} aspect ratio",
-            actual.0,
-            source.0,
-            source.1
-        );
-    }
-}
-
 fn check_variant_attributes(name: &str, variant: &VariantStream, source: (u32, u32)) {
     let resolution = variant
         .resolution
@@ -148,7 +132,7 @@ fn check_variant_attributes(name: &str, variant: &VariantStream, source: (u32, u
         u32::try_from(resolution.width).expect("width"),
         u32::try_from(resolution.height).expect("height"),
     );
-    check_size(name, size, source);
+    assert_rendition_size(name, name, size, source);
 
     let codecs = variant.codecs.as_deref().unwrap_or_default();
     assert!(

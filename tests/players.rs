@@ -11,17 +11,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use common::{
-    Publisher, Server, ServerConfig, browser_dir, get, is_scaled_width, parse_master,
-    publish_ffmpeg, rendition_of, require_browser_tooling, wait_for_master, wait_timeout,
-    wait_until,
+    Publisher, Server, ServerConfig, assert_rendition_size, get, parse_master, publish_ffmpeg,
+    read_in_thread, rendition_of, require_browser_tooling, run_play_mjs, wait_for_master,
+    wait_timeout, wait_until,
 };
 use serde::Deserialize;
 
@@ -35,10 +33,8 @@ const RENDITIONS: [&str; 3] = ["240p", "360p", "source"];
 const READY_TIMEOUT: Duration = Duration::from_secs(40);
 /// Seconds of playback the first check asks for.
 const PLAY_SECS: u32 = 4;
-/// The overall deadline `play.mjs` gives itself, and how long we wait for
-/// it beyond that before killing it.
+/// The overall deadline `play.mjs` gives itself.
 const PLAYER_TIMEOUT_SECS: u64 = 90;
-const PLAYER_KILL_SLACK: Duration = Duration::from_secs(15);
 /// ffprobe reads the MPD, then an init and a media segment of each
 /// representation.
 const FFPROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,84 +105,14 @@ fn screenshot_path(player: &str) -> PathBuf {
 /// Runs `play.mjs` on `url` and parses its report. Panics with its output
 /// when the harness itself broke.
 fn play(player: &str, url: &str, screenshot: &Path) -> (PlayReport, serde_json::Value) {
-    let script = browser_dir().join("play.mjs");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .args(["--player", player, "--url", url])
-        .args(["--seconds", &PLAY_SECS.to_string()])
-        .args(["--timeout", &PLAYER_TIMEOUT_SECS.to_string()])
-        .arg("--screenshot")
-        .arg(screenshot)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node tests/browser/play.mjs");
-    let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
-    let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
-
-    let limit = Duration::from_secs(PLAYER_TIMEOUT_SECS) + PLAYER_KILL_SLACK;
-    let status = wait_timeout(&mut child, limit);
-    if status.is_none() {
-        // SIGTERM first: puppeteer then closes Chromium with it.
-        let _ = Command::new("kill").arg(child.id().to_string()).status();
-        if wait_timeout(&mut child, Duration::from_secs(5)).is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    let Some(status) = status else {
-        panic!("play.mjs ran past {limit:?}\nstdout: {stdout}\nstderr: {stderr}");
-    };
-
-    let line = stdout.lines().rev().find(|line| line.starts_with('{'));
-    let raw: serde_json::Value = line
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| {
-            panic!("play.mjs ({status}) printed no JSON report\nstdout: {stdout}\nstderr: {stderr}")
-        });
-    assert!(
-        status.success(),
-        "play.mjs harness failure ({status}): {}\nstderr: {stderr}",
-        raw.get("harnessError").unwrap_or(&raw)
-    );
+    let raw = run_play_mjs(player, url, PLAY_SECS, PLAYER_TIMEOUT_SECS, screenshot);
     let report = serde_json::from_value(raw.clone())
         .unwrap_or_else(|e| panic!("play.mjs report does not parse ({e}): {raw}"));
     (report, raw)
 }
 
-fn read_in_thread(mut stream: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Checks
-
-/// The size a rendition must have for the 720p source.
-fn check_size(what: &str, name: &str, size: (u32, u32)) {
-    if name == "source" {
-        assert_eq!(size, SOURCE, "{what}: size of {name}");
-        return;
-    }
-    let height: u32 = name
-        .strip_suffix('p')
-        .and_then(|h| h.parse().ok())
-        .unwrap_or_else(|| panic!("{what}: unexpected rendition {name:?}"));
-    assert_eq!(size.1, height, "{what}: height of {name}");
-    assert!(
-        is_scaled_width(size.0, size.1, SOURCE.0, SOURCE.1),
-        "{what}: width {} of {name} does not keep the {}x{} aspect ratio",
-        size.0,
-        SOURCE.0,
-        SOURCE.1
-    );
-}
 
 /// Everything a player run must show: no fatal error, playback, every
 /// rendition listed at its size, and each one playing when forced.
@@ -231,7 +157,7 @@ fn check_report(player: &str, report: &PlayReport, raw: &serde_json::Value) {
     let names: Vec<&str> = listed.keys().copied().collect();
     assert_eq!(names, RENDITIONS, "levels {:?}; {context}", report.levels);
     for level in listed.values() {
-        check_size(player, &level.name, (level.width, level.height));
+        assert_rendition_size(player, &level.name, (level.width, level.height), SOURCE);
         assert!(
             level.bitrate > 0,
             "{player}: level {level:?} has no bitrate"
@@ -451,7 +377,7 @@ fn ffprobe_reads_every_representation_of_the_mpd() {
         "video representations ffprobe found: {probe:?}"
     );
     for (id, size) in &video {
-        check_size("ffprobe", id, *size);
+        assert_rendition_size("ffprobe", id, *size, SOURCE);
     }
     let audio: Vec<&MpdStream> = probe
         .streams

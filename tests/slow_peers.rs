@@ -10,15 +10,12 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{ServerConfig, fetch_media, get, publish_ffmpeg, wait_for_master};
+use common::{
+    ServerConfig, fetch_media, get, open_fds, publish_ffmpeg, wait_for_fds_at_most, wait_for_master,
+};
 
 const SILENT_RTMP: usize = 1000;
 const DRIBBLING_HTTP: usize = 200;
-
-/// Open file descriptors of a process.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 #[test]
 fn silent_and_slow_peers_do_not_stop_real_clients() {
@@ -63,17 +60,7 @@ fn silent_and_slow_peers_do_not_stop_real_clients() {
 
     drop(silent);
     drop(dribbling);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let fds = open_fds(pid);
-        if fds <= idle_fds + 10 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "descriptors not released: {fds} open, {idle_fds} when idle"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let what = format!("descriptors not released ({idle_fds} when idle)");
+    wait_for_fds_at_most(pid, idle_fds + 10, Duration::from_secs(20), &what);
     server.assert_running();
 }

@@ -20,6 +20,7 @@ use super::streams::{
 };
 use super::{socket, sse};
 use crate::config::Rung;
+use crate::deliver::host::{is_plain_host, strip_port};
 use crate::deliver::token::{Target, unix_now};
 use crate::live::StreamStatus;
 
@@ -486,42 +487,5 @@ fn catalog_error(e: CatalogError) -> ApiError {
         e @ (CatalogError::Load { .. } | CatalogError::Save { .. }) => {
             ApiError::Internal(e.to_string())
         }
-    }
-}
-
-/// A host without its port: `example.com:8080` → `example.com`,
-/// `[::1]:8080` → `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
-        _ => host,
-    }
-}
-
-/// Whether a `Host` header is a bare host and port, safe to echo in URLs.
-fn is_plain_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("10.0.0.1:80"), "10.0.0.1");
-        assert!(!is_plain_host("evil.com/x?"));
     }
 }

@@ -22,6 +22,33 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
 }
 
+/// Adds CORS headers to `response` when the request's `origin` is one of
+/// `allowed` (or `allowed` holds `*`), exposing the headers listed in
+/// `expose`. `Vary: Origin` goes on every answer, since each depends on it.
+pub fn allow_origin<B>(
+    response: &mut Response<B>,
+    origin: Option<&HeaderValue>,
+    allowed: &[String],
+    expose: &'static str,
+) {
+    let allow = if allowed.iter().any(|o| o == "*") {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        origin
+            .filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
+            .cloned()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(allow) = allow {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(expose),
+        );
+    }
+}
+
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest request id accepted from a client.

@@ -192,22 +192,7 @@ impl Control {
     /// Adds CORS headers when the request's origin is in `api.cors_origins`.
     fn cors(&self, response: &mut Response<Body>, origin: Option<&HeaderValue>) {
         let allowed = &self.config.api.cors_origins;
-        let allow = if allowed.iter().any(|o| o == "*") {
-            Some(HeaderValue::from_static("*"))
-        } else {
-            origin
-                .filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
-                .cloned()
-        };
-        let headers = response.headers_mut();
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        if let Some(allow) = allow {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("X-Request-Id, Retry-After"),
-            );
-        }
+        envelope::allow_origin(response, origin, allowed, "X-Request-Id, Retry-After");
     }
 }
 

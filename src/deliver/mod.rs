@@ -4,6 +4,7 @@
 //! Delivery reads immutable stream snapshots; it never blocks on media work
 //! and never touches a file a request names.
 
+pub mod host;
 mod respond;
 pub mod route;
 mod server;

@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 
 use crate::config::PlaybackSettings;
 
+use crate::control::envelope::allow_origin;
 pub use crate::control::envelope::{Body, full};
 
 pub const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -38,22 +39,12 @@ pub fn body(data: Bytes, content_type: &str, max_age: u32) -> Response<Body> {
 
 /// Adds CORS headers when the request's origin is allowed.
 pub fn cors(response: &mut Response<Body>, origin: Option<&HeaderValue>, p: &PlaybackSettings) {
-    let allow = if p.cors_origins.iter().any(|o| o == "*") {
-        Some(HeaderValue::from_static("*"))
-    } else {
-        origin
-            .filter(|o| p.cors_origins.iter().any(|a| a.as_bytes() == o.as_bytes()))
-            .cloned()
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    if let Some(allow) = allow {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Content-Length, Content-Type"),
-        );
-    }
+    allow_origin(
+        response,
+        origin,
+        &p.cors_origins,
+        "Content-Length, Content-Type",
+    );
 }
 
 /// The answer to a CORS preflight.

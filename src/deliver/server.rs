@@ -16,6 +16,7 @@ use crate::accept::{Accepted, Acceptor};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span};
 
+use super::host::is_plain_host;
 use super::respond::{self, Body, JPEG, M3U8, MPD};
 use super::route::{Route, RouteError, signed_route};
 use super::token::{Scope, Signer, TokenError, unix_now};
@@ -24,6 +25,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::control::envelope::RequestId;
 use crate::live::Registry;
+use crate::package::dash;
 use crate::package::isobmff::TrackKind;
 
 /// A client must send its request headers within this time.
@@ -184,7 +186,10 @@ impl Delivery {
     fn answer(&self, route: Route, headers: &http::HeaderMap) -> Response<Body> {
         let playback = &self.config.playback;
         match route {
-            Route::Time => respond::body(clock_now().into(), "text/plain", 0),
+            Route::Time => {
+                let now = dash::utc(time::OffsetDateTime::now_utc());
+                respond::body(now.into(), "text/plain", 0)
+            }
             Route::Dash { stream } => {
                 let Some(snapshot) = self.registry.snapshot(&stream) else {
                     return stream_not_found(&stream);
@@ -325,25 +330,6 @@ impl Delivery {
             );
         format!("http://{host}/time")
     }
-}
-
-/// Whether a `Host` header is a bare host and port, safe to echo in XML.
-fn is_plain_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-}
-
-/// The current time as ISO 8601 UTC with milliseconds.
-fn clock_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let millis = now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000);
-    millis
-        .unwrap_or(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// A request that counts towards a viewer session.

@@ -139,7 +139,9 @@ impl ViewerTracker {
             && session.stream == stream
         {
             session.last_seen = now;
-            if let Some(rendition) = rendition {
+            if let Some(rendition) = rendition
+                && session.rendition.as_deref() != Some(rendition)
+            {
                 session.rendition = Some(rendition.to_string());
             }
             return None;
@@ -252,6 +254,15 @@ impl ViewerTracker {
                 (stream, stats)
             })
             .collect()
+    }
+
+    /// Current viewers of one stream.
+    pub fn current(&self, stream: &str) -> usize {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|state| state.current.get(stream).copied())
+            .unwrap_or(0)
     }
 
     /// Current viewers of every stream.

@@ -10,6 +10,7 @@ pub mod avc;
 pub mod chunk;
 pub mod flv;
 mod listener;
+pub mod screen;
 mod session;
 pub mod timestamp;
 

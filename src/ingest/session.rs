@@ -23,32 +23,18 @@ use super::amf;
 use super::avc::AvcConfig;
 use super::chunk::{self, ChunkReader, RawMessage};
 use super::flv::{self, AudioTag, VideoTag};
+use super::screen::{MSG_COMMAND_AMF0, Screen, Verdict, publish_key, strip_query};
 use super::timestamp::{Tick, TrackClock};
 use crate::config::Config;
 use crate::live::{MediaPacket, PublishRefusal, Publisher, Registry};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
-/// `createStream` commands one connection may send; each costs `rml_rtmp`
-/// an entry it never frees. Encoders send one.
-const MAX_CREATE_STREAM: u32 = 16;
 /// Timestamp jumps logged at `warn` per track; later ones at `debug`.
 const LOGGED_JUMPS: u32 = 5;
 /// Chunk stream the server's own status messages go out on; `rml_rtmp`
 /// uses 2 to 6 for its own.
 const STATUS_CHUNK_STREAM: u8 = 7;
-
-/// RTMP message types (RTMP 1.0, 5.4 and 7.1).
-const MSG_ACKNOWLEDGEMENT: u8 = 3;
-const MSG_USER_CONTROL: u8 = 4;
-const MSG_WINDOW_ACK_SIZE: u8 = 5;
-const MSG_PEER_BANDWIDTH: u8 = 6;
-const MSG_AUDIO: u8 = 8;
-const MSG_VIDEO: u8 = 9;
-const MSG_DATA_AMF3: u8 = 15;
-const MSG_COMMAND_AMF3: u8 = 17;
-const MSG_DATA_AMF0: u8 = 18;
-const MSG_COMMAND_AMF0: u8 = 20;
 
 /// Serves one connection until the peer leaves, is refused or is kicked.
 pub async fn run(
@@ -78,18 +64,13 @@ pub async fn run(
         jumps_logged: 0,
         jump_pending: false,
         message_stream: 0,
-        streams_created: 0,
+        screen: Screen::new(),
+        chunk: Vec::new(),
         closing: false,
         warned_unsupported: false,
     };
     // `rml_rtmp` gets every message as a single chunk, whatever its size.
-    let mut unchunked = Vec::new();
-    chunk::single_chunk(
-        2,
-        &chunk::set_chunk_size(chunk::MAX_CHUNK_SIZE),
-        &mut unchunked,
-    );
-    let mut results = conn.handle(&unchunked)?;
+    let mut results = conn.handle(2, &chunk::set_chunk_size(chunk::MAX_CHUNK_SIZE))?;
     results.extend(initial);
     conn.apply(results).await?;
     let result = conn.serve(leftover, shutdown).await;
@@ -144,7 +125,11 @@ struct Connection<'a> {
     jump_pending: bool,
     /// Message stream of the message being handled.
     message_stream: u32,
-    streams_created: u32,
+    /// Which messages reach `rml_rtmp`.
+    screen: Screen,
+    /// The message being handed to `rml_rtmp`, as one chunk (kept to
+    /// reuse its allocation).
+    chunk: Vec<u8>,
     closing: bool,
     warned_unsupported: bool,
 }
@@ -204,63 +189,39 @@ impl Connection<'_> {
     /// Checks one whole message and hands it to `rml_rtmp` if it should
     /// see it.
     async fn on_message(&mut self, message: RawMessage) -> Result<(), IngestError> {
-        match message.type_id {
-            MSG_AUDIO | MSG_VIDEO | MSG_ACKNOWLEDGEMENT | MSG_USER_CONTROL | MSG_PEER_BANDWIDTH => {
-            }
-            MSG_WINDOW_ACK_SIZE => {
-                // `rml_rtmp` counts bytes towards it in a u32.
-                let size = message.payload.get(..4).map(|b| b[0]);
-                if size.is_none_or(|high| high & 0x80 != 0) {
-                    debug!("ignored a window acknowledgement size over 2 GiB");
-                    return Ok(());
-                }
-            }
-            MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
-                let body = amf::command_body(message.type_id, &message.payload);
-                match amf::check_command(&body) {
-                    Ok(command) if command.name == "createStream" => {
-                        self.streams_created += 1;
-                        if self.streams_created > MAX_CREATE_STREAM {
-                            return Err(IngestError::Protocol(format!(
-                                "more than {MAX_CREATE_STREAM} createStream commands"
-                            )));
-                        }
-                    }
-                    Ok(command) if command.name == "publish" && !is_publish(&command) => {
-                        debug!("refused a publish without a stream name and type");
-                        self.message_stream = message.stream_id;
-                        let why = "publish needs a stream name and a publishing type";
-                        return self.send_status("NetStream.Publish.BadName", why).await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        debug!(error = %e, "ignored a malformed command");
-                        return Ok(());
-                    }
-                }
-            }
-            MSG_DATA_AMF0 | MSG_DATA_AMF3 => {
-                // Metadata is a hint the server does not need: the sequence
-                // headers say what the media is.
-                debug!(bytes = message.payload.len(), "stream metadata ignored");
+        match self.screen.check(&message) {
+            Verdict::Pass => {}
+            Verdict::Ignore(what) => {
+                debug!(
+                    type_id = message.type_id,
+                    bytes = message.payload.len(),
+                    "ignored {what}"
+                );
                 return Ok(());
             }
-            other => {
-                debug!(type_id = other, "ignored an RTMP message");
-                return Ok(());
+            Verdict::BadPublish => {
+                debug!("refused a publish without a stream name and type");
+                self.message_stream = message.stream_id;
+                let why = "publish needs a stream name and a publishing type";
+                return self.send_status("NetStream.Publish.BadName", why).await;
             }
+            Verdict::Close(why) => return Err(IngestError::Protocol(why)),
         }
         self.message_stream = message.stream_id;
-        let mut bytes = Vec::with_capacity(message.payload.len() + 16);
-        chunk::single_chunk(3, &message, &mut bytes);
-        let results = self.handle(&bytes)?;
+        let results = self.handle(3, &message)?;
         self.apply(results).await
     }
 
-    /// Runs `rml_rtmp` on well-formed chunks. A panic in it ends this
-    /// connection only.
-    fn handle(&mut self, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, IngestError> {
-        let session = &mut self.session;
+    /// Runs `rml_rtmp` on `message`, re-framed as one well-formed chunk on
+    /// chunk stream `csid`. A panic in it ends this connection only.
+    fn handle(
+        &mut self,
+        csid: u8,
+        message: &RawMessage,
+    ) -> Result<Vec<ServerSessionResult>, IngestError> {
+        self.chunk.clear();
+        chunk::single_chunk(csid, message, &mut self.chunk);
+        let (session, bytes) = (&mut self.session, &self.chunk);
         match std::panic::catch_unwind(AssertUnwindSafe(|| session.handle_input(bytes))) {
             Ok(results) => results.map_err(|e| IngestError::Protocol(e.to_string())),
             Err(_) => Err(IngestError::LibraryPanic),
@@ -538,39 +499,6 @@ impl Connection<'_> {
     }
 }
 
-/// Whether a publish command names a stream and a publishing type, as
-/// `rml_rtmp` needs (it answers others with a misleading status code).
-fn is_publish(command: &amf::Command) -> bool {
-    use rml_rtmp::rml_amf0::Amf0Value;
-    matches!(
-        command.values.get(3..5),
-        Some([Amf0Value::Utf8String(_), Amf0Value::Utf8String(mode)])
-            if matches!(mode.as_str(), "live" | "append" | "record")
-    )
-}
-
-/// The part of an RTMP app or key before any `?query`.
-/// The one gate a publish key passes before anything looks it up: the part
-/// before any `?query`, 4 to 128 of ASCII letters, digits, `-` and `_`
-/// (what config validation and generated keys allow). Anything else (path
-/// or shell characters, NUL, overlong keys) is refused unread.
-pub(crate) fn publish_key(raw: &str) -> Option<&str> {
-    let key = strip_query(raw);
-    let well_formed = (4..=128).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then_some(key)
-}
-
-fn strip_query(value: &str) -> &str {
-    value
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/')
-}
-
 /// A short name for an event, without its payload (which may hold a key).
 fn event_name(event: &ServerSessionEvent) -> &'static str {
     match event {
@@ -580,33 +508,5 @@ fn event_name(event: &ServerSessionEvent) -> &'static str {
         ServerSessionEvent::AcknowledgementReceived { .. } => "acknowledgement",
         ServerSessionEvent::PingResponseReceived { .. } => "ping response",
         _ => "other",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::publish_key;
-
-    #[test]
-    fn only_well_formed_keys_pass_the_gate() {
-        assert_eq!(publish_key("demo"), Some("demo"));
-        assert_eq!(publish_key("Abc-123_x?token=1"), Some("Abc-123_x"));
-        let long = "k".repeat(300);
-        let huge = "k".repeat(65536);
-        for bad in [
-            "../x",
-            "a%2fb",
-            "a\\b",
-            "a\0b",
-            "a;rm -rf",
-            "a b",
-            "$(id)",
-            "ab",
-            "",
-            long.as_str(),
-            huge.as_str(),
-        ] {
-            assert_eq!(publish_key(bad), None, "{bad:?}");
-        }
     }
 }

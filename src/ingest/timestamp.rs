@@ -14,9 +14,9 @@
 //!   time.
 //!
 //! Each track is re-based on its own, so the gap collapses in both outputs
-//! and audio stays in step with video within a frame. The HLS playlists do
-//! not mark a discontinuity: the output timeline has no gap, only the
-//! picture and sound change at that point.
+//! and audio stays in step with video within a frame. The output timeline
+//! has no gap, but the picture and sound change at that point, so ingest
+//! tells the stream, which marks a discontinuity in its playlists.
 //!
 //! TODO(timestamps): a track with real gaps longer than
 //! `MAX_FORWARD_STEP_MS` (video that only sends frames when the picture

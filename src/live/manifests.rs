@@ -164,9 +164,10 @@ pub(super) fn dash_manifest(
         periods,
     };
     let text = dash::mpd(&presentation);
-    let (before, after) = text.split_once(dash::UTC_TIMING_PLACEHOLDER)?;
+    let at = text.find(dash::UTC_TIMING_PLACEHOLDER)?;
+    let text = Bytes::from(text);
     Some((
-        Bytes::copy_from_slice(before.as_bytes()),
-        Bytes::copy_from_slice(after.as_bytes()),
+        text.slice(..at),
+        text.slice(at + dash::UTC_TIMING_PLACEHOLDER.len()..),
     ))
 }

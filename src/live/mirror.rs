@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use tracing::warn;
 
 use super::snapshot::StreamSnapshot;
@@ -24,7 +25,11 @@ pub enum MirrorHealth {
 /// Mirrors one stream's snapshots to disk.
 pub struct Mirror {
     dir: PathBuf,
+    /// Per rendition, the init and media segment files on disk.
     written: HashMap<String, BTreeSet<String>>,
+    /// Playlists as last written, by file name relative to `dir`: most
+    /// snapshots change only some of them (or only the stream's status).
+    playlists: HashMap<String, Bytes>,
     failing: bool,
 }
 
@@ -33,6 +38,7 @@ impl Mirror {
         Self {
             dir: data_dir.join("live").join(stream),
             written: HashMap::new(),
+            playlists: HashMap::new(),
             failing: false,
         }
     }
@@ -40,7 +46,12 @@ impl Mirror {
     /// Brings the folder in line with a snapshot. Returns what changed in
     /// the mirror's health, so the stream can report it once.
     pub fn write(&mut self, snapshot: &StreamSnapshot) -> MirrorHealth {
-        match self.try_write(snapshot) {
+        let result = self.try_write(snapshot);
+        if result.is_err() {
+            // Whatever the failure left behind is rewritten next time.
+            self.playlists.clear();
+        }
+        match result {
             Ok(()) if self.failing => {
                 self.failing = false;
                 warn!(dir = %self.dir.display(), "disk mirror works again");
@@ -65,34 +76,47 @@ impl Mirror {
     fn try_write(&mut self, snapshot: &StreamSnapshot) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         if let Some(master) = &snapshot.master {
-            write_atomic(&self.dir.join("master.m3u8"), master)?;
+            self.write_playlist("master.m3u8", master)?;
         }
         for (name, rendition) in &snapshot.renditions {
             let dir = self.dir.join(name);
             std::fs::create_dir_all(&dir)?;
             let written = self.written.entry(name.clone()).or_default();
+            let inits = rendition
+                .inits
+                .iter()
+                .map(|(id, data)| (format!("init-{id}.mp4"), data));
+            let segments = rendition
+                .segments
+                .iter()
+                .map(|(seq, data)| (format!("{seq}.m4s"), data));
             let mut keep = BTreeSet::new();
-            for (id, data) in &rendition.inits {
-                keep.insert(format!("init-{id}.mp4"));
-                let file = format!("init-{id}.mp4");
-                if !written.contains(&file) {
-                    write_atomic(&dir.join(&file), data)?;
-                }
-            }
-            for (sequence, data) in &rendition.segments {
-                let file = format!("{sequence}.m4s");
+            for (file, data) in inits.chain(segments) {
                 if !written.contains(&file) {
                     write_atomic(&dir.join(&file), data)?;
                 }
                 keep.insert(file);
             }
-            // The playlist goes last, so it never names a missing file.
-            write_atomic(&dir.join("index.m3u8"), &rendition.playlist)?;
-            for gone in written.difference(&keep) {
-                let _ = std::fs::remove_file(dir.join(gone));
+            // The playlist goes before any file leaves, so it never names a
+            // missing one.
+            self.write_playlist(&format!("{name}/index.m3u8"), &rendition.playlist)?;
+            if let Some(written) = self.written.get_mut(name) {
+                for gone in written.difference(&keep) {
+                    let _ = std::fs::remove_file(dir.join(gone));
+                }
+                *written = keep;
             }
-            *written = keep;
         }
+        Ok(())
+    }
+
+    /// Writes a playlist unless the file already holds `data`.
+    fn write_playlist(&mut self, file: &str, data: &Bytes) -> std::io::Result<()> {
+        if self.playlists.get(file) == Some(data) {
+            return Ok(());
+        }
+        write_atomic(&self.dir.join(file), data)?;
+        self.playlists.insert(file.to_string(), data.clone());
         Ok(())
     }
 

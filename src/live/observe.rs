@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::snapshot::StreamStatus;
+use super::snapshot::{IngestStatus, StreamStatus};
 
 /// A change in frame rate smaller than this (frames/s) is noise.
 const FPS_TOLERANCE: f64 = 2.0;
@@ -17,29 +17,23 @@ const MAX_KEYFRAME_INTERVAL_MS: i64 = 60_000;
 /// renditions made of it. `None` is "not known yet" and never a change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Quality {
-    pub video_codec: Option<String>,
-    pub audio_codec: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub fps: Option<f64>,
-    pub bitrate_kbps: Option<u64>,
+    /// The publisher's media; its keyframe interval is left out.
+    pub source: IngestStatus,
     pub renditions: Option<Vec<String>>,
     pub encoder: Option<String>,
 }
 
 impl Quality {
-    /// The quality a status shows; `renditions` are the planned names.
-    pub fn of(status: &StreamStatus, renditions: &[String]) -> Self {
-        let ingest = &status.ingest;
+    /// The quality of a stream receiving `ingest`, made into `renditions`
+    /// (the planned names) by `encoder`.
+    pub fn of(ingest: IngestStatus, renditions: &[String], encoder: &str) -> Self {
         Self {
-            video_codec: ingest.video_codec.clone(),
-            audio_codec: ingest.audio_codec.clone(),
-            width: ingest.width,
-            height: ingest.height,
-            fps: ingest.fps,
-            bitrate_kbps: ingest.bitrate_kbps,
+            source: IngestStatus {
+                keyframe_interval_secs: None,
+                ..ingest
+            },
             renditions: (!renditions.is_empty()).then(|| renditions.to_vec()),
-            encoder: (!status.encoder.is_empty()).then(|| status.encoder.clone()),
+            encoder: (!encoder.is_empty()).then(|| encoder.to_string()),
         }
     }
 
@@ -49,21 +43,23 @@ impl Quality {
             matches!((a, b), (Some(a), Some(b)) if a != b)
         }
         let mut changed = Vec::new();
-        if differs(&self.video_codec, &after.video_codec) {
+        if differs(&self.source.video_codec, &after.source.video_codec) {
             changed.push("videoCodec");
         }
-        if differs(&self.audio_codec, &after.audio_codec) {
+        if differs(&self.source.audio_codec, &after.source.audio_codec) {
             changed.push("audioCodec");
         }
-        if differs(&self.width, &after.width) || differs(&self.height, &after.height) {
+        if differs(&self.source.width, &after.source.width)
+            || differs(&self.source.height, &after.source.height)
+        {
             changed.push("resolution");
         }
-        if let (Some(a), Some(b)) = (self.fps, after.fps)
+        if let (Some(a), Some(b)) = (self.source.fps, after.source.fps)
             && (a - b).abs() >= FPS_TOLERANCE
         {
             changed.push("fps");
         }
-        if let (Some(a), Some(b)) = (self.bitrate_kbps, after.bitrate_kbps)
+        if let (Some(a), Some(b)) = (self.source.bitrate_kbps, after.source.bitrate_kbps)
             && (a as f64 - b as f64).abs() > a as f64 * BITRATE_TOLERANCE
         {
             changed.push("bitrate");
@@ -84,24 +80,24 @@ impl Quality {
                 *field = new;
             }
         }
-        take(&mut self.video_codec, after.video_codec);
-        take(&mut self.audio_codec, after.audio_codec);
-        take(&mut self.width, after.width);
-        take(&mut self.height, after.height);
-        take(&mut self.fps, after.fps);
-        take(&mut self.bitrate_kbps, after.bitrate_kbps);
+        take(&mut self.source.video_codec, after.source.video_codec);
+        take(&mut self.source.audio_codec, after.source.audio_codec);
+        take(&mut self.source.width, after.source.width);
+        take(&mut self.source.height, after.source.height);
+        take(&mut self.source.fps, after.source.fps);
+        take(&mut self.source.bitrate_kbps, after.source.bitrate_kbps);
         take(&mut self.renditions, after.renditions);
         take(&mut self.encoder, after.encoder);
     }
 
     pub fn to_json(&self) -> Value {
         json!({
-            "videoCodec": self.video_codec,
-            "audioCodec": self.audio_codec,
-            "width": self.width,
-            "height": self.height,
-            "fps": self.fps,
-            "bitrateKbps": self.bitrate_kbps,
+            "videoCodec": self.source.video_codec,
+            "audioCodec": self.source.audio_codec,
+            "width": self.source.width,
+            "height": self.source.height,
+            "fps": self.source.fps,
+            "bitrateKbps": self.source.bitrate_kbps,
             "renditions": self.renditions,
             "encoder": self.encoder,
         })
@@ -164,21 +160,24 @@ mod tests {
     #[test]
     fn small_wobbles_are_not_changes() {
         let before = Quality {
-            width: Some(1280),
-            height: Some(720),
-            fps: Some(30.0),
-            bitrate_kbps: Some(2000),
+            source: IngestStatus {
+                width: Some(1280),
+                height: Some(720),
+                fps: Some(30.0),
+                bitrate_kbps: Some(2000),
+                ..IngestStatus::default()
+            },
             renditions: Some(vec!["source".into(), "audio".into()]),
             ..Quality::default()
         };
         let mut after = before.clone();
-        after.fps = Some(29.2);
-        after.bitrate_kbps = Some(2600);
-        after.width = None;
+        after.source.fps = Some(29.2);
+        after.source.bitrate_kbps = Some(2600);
+        after.source.width = None;
         assert!(before.changes(&after).is_empty());
-        after.height = Some(1080);
-        after.fps = Some(25.0);
-        after.bitrate_kbps = Some(900);
+        after.source.height = Some(1080);
+        after.source.fps = Some(25.0);
+        after.source.bitrate_kbps = Some(900);
         after.renditions = Some(vec!["source".into()]);
         assert_eq!(
             before.changes(&after),
@@ -186,7 +185,10 @@ mod tests {
         );
         let mut merged = before.clone();
         merged.update(after);
-        assert_eq!((merged.width, merged.height), (Some(1280), Some(1080)));
+        assert_eq!(
+            (merged.source.width, merged.source.height),
+            (Some(1280), Some(1080))
+        );
     }
 
     #[test]

@@ -149,7 +149,12 @@ impl Registry {
         if let Some(hook) = &self.on_publish
             && let Err(e) = hook.allows(&record.name, peer.ip()).await
         {
-            warn!(stream = %record.name, peer = %peer, reason = %e, "the on_publish hook refused a publish");
+            warn!(
+                stream = %record.name,
+                peer = %peer,
+                reason = %e,
+                "the on_publish hook refused a publish"
+            );
             return Err(PublishRefusal::RefusedByHook);
         }
         let mut transcode = self.config.transcode.clone();

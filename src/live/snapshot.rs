@@ -51,7 +51,7 @@ pub struct StreamStatus {
 }
 
 /// The publisher's media, as received.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestStatus {
     pub video_codec: Option<String>,

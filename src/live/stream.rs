@@ -28,7 +28,7 @@ use crate::config::{Config, DuplicatePolicy, TranscodeSettings};
 use crate::control::events::{EventBus, kind};
 use crate::deliver::viewers::ViewerTracker;
 use crate::package::hls;
-use crate::package::isobmff::{FragmentInfo, TrackKind};
+use crate::package::isobmff::TrackKind;
 use crate::package::window::RenditionWindow;
 use crate::transcode::backend::BackendKind;
 use crate::transcode::pipeline::{PipelineSettings, ThumbnailSettings};
@@ -415,7 +415,8 @@ impl StreamTask {
             }
             MediaPacket::Audio { data, .. } => self.meter.count(now, data.len(), false),
             MediaPacket::TimestampJump => {
-                info!("publisher's timestamps jumped; marking a discontinuity");
+                // Ingest logs the jump, a few times per connection.
+                debug!("marking a discontinuity after a timestamp jump");
                 for rendition in &self.plan {
                     if let Some(out) = self.outputs.get_mut(&rendition.name) {
                         out.window.mark_discontinuity();
@@ -629,21 +630,22 @@ impl StreamTask {
             return;
         };
         out.record_session(session, out.window.next_sequence());
-        let info = FragmentInfo::parse(&data).ok();
-        if let Some(info) = &info
-            && duration > Duration::ZERO
-            && out.kind == TrackKind::Video
-        {
-            out.frame_rate = f64::from(info.sample_count) / duration.as_secs_f64();
-        }
         let exceeded = out.window.target_exceeded();
         match out.window.push(duration, data, end) {
-            Ok(segment) => debug!(
-                rendition = name,
-                sequence = segment.sequence,
-                duration_ms = duration.as_millis() as u64,
-                "segment"
-            ),
+            Ok(segment) => {
+                debug!(
+                    rendition = name,
+                    sequence = segment.sequence,
+                    duration_ms = duration.as_millis() as u64,
+                    "segment"
+                );
+                if let Some(info) = segment.fragment
+                    && out.kind == TrackKind::Video
+                {
+                    // `push` refuses zero durations.
+                    out.frame_rate = f64::from(info.sample_count) / duration.as_secs_f64();
+                }
+            }
             Err(e) => {
                 warn!(rendition = name, error = %e, "dropped a fragment");
                 return;
@@ -749,8 +751,7 @@ impl StreamTask {
         let now = Instant::now();
         if self.health_at.is_some_and(|t| t <= now) {
             self.health_at = Some(now + HEALTH_INTERVAL);
-            let viewers = self.viewers.stats(&self.name, std::time::Instant::now());
-            let health = observe::health(&self.status(), viewers.current);
+            let health = observe::health(&self.status(), self.viewers.current(&self.name));
             self.publish(kind::STREAM_HEALTH, health);
         }
         if let Some(session) = &self.session {
@@ -876,7 +877,7 @@ impl StreamTask {
     /// away from what was last announced.
     fn announce_quality(&mut self, reason: &str) {
         let names: Vec<String> = self.plan.iter().map(|r| r.name.clone()).collect();
-        let now = Quality::of(&self.status(), &names);
+        let now = Quality::of(self.ingest_now(), &names, &self.encoder.name);
         let Some(before) = self.quality.as_mut() else {
             self.quality = Some(now);
             return;
@@ -964,10 +965,17 @@ impl StreamTask {
         manifests::dash_manifest(&ctx, &self.outputs)
     }
 
+    /// The publisher's media with the rates measured so far.
+    fn ingest_now(&self) -> IngestStatus {
+        IngestStatus {
+            bitrate_kbps: self.meter.bitrate_kbps,
+            fps: self.meter.fps,
+            ..self.ingest.clone()
+        }
+    }
+
     fn status(&self) -> StreamStatus {
-        let mut ingest = self.ingest.clone();
-        ingest.bitrate_kbps = self.meter.bitrate_kbps;
-        ingest.fps = self.meter.fps;
+        let ingest = self.ingest_now();
         let renditions = self
             .plan
             .iter()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::isobmff::{FragmentInfo, TrackKind};
+use super::isobmff::TrackKind;
 use super::window::Segment;
 
 /// Where the server's clock endpoint goes in the MPD; the delivery layer
@@ -84,7 +84,10 @@ pub fn mpd(p: &Presentation<'_>) -> String {
     }
     let _ = writeln!(
         out,
-        r#"timeShiftBufferDepth="{}" suggestedPresentationDelay="{}" maxSegmentDuration="{}" minBufferTime="{}">"#,
+        concat!(
+            r#"timeShiftBufferDepth="{}" suggestedPresentationDelay="{}" "#,
+            r#"maxSegmentDuration="{}" minBufferTime="{}">"#
+        ),
         duration(p.time_shift_depth),
         duration(p.segment * 3),
         duration(p.segment * 2),
@@ -95,7 +98,11 @@ pub fn mpd(p: &Presentation<'_>) -> String {
     }
     let _ = writeln!(
         out,
-        r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="{UTC_TIMING_PLACEHOLDER}"/>"#
+        concat!(
+            r#"  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" "#,
+            r#"value="{placeholder}"/>"#
+        ),
+        placeholder = UTC_TIMING_PLACEHOLDER
     );
     out.push_str("</MPD>\n");
     out
@@ -130,7 +137,13 @@ fn write_period(out: &mut String, period: &PeriodSpec<'_>) {
         };
         let _ = writeln!(
             out,
-            r#"    <AdaptationSet id="{set_id}" contentType="{content}" mimeType="{mime}" startWithSAP="1">"#
+            concat!(
+                r#"    <AdaptationSet id="{set_id}" contentType="{content}" "#,
+                r#"mimeType="{mime}" startWithSAP="1">"#
+            ),
+            set_id = set_id,
+            content = content,
+            mime = mime
         );
         for rep in members {
             write_representation(out, rep);
@@ -168,14 +181,21 @@ fn write_representation(out: &mut String, rep: &RepresentationSpec<'_>) {
             let _ = writeln!(out, r#" audioSamplingRate="{}">"#, info.sample_rate);
             let _ = writeln!(
                 out,
-                r#"        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="{}"/>"#,
+                concat!(
+                    r#"        <AudioChannelConfiguration "#,
+                    r#"schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" "#,
+                    r#"value="{}"/>"#
+                ),
                 info.channels
             );
         }
     }
     let _ = writeln!(
         out,
-        r#"        <SegmentTemplate timescale="{}" presentationTimeOffset="0" startNumber="{}" initialization="{}/init-{}.mp4" media="{}/$Number$.m4s">"#,
+        concat!(
+            r#"        <SegmentTemplate timescale="{}" presentationTimeOffset="0" "#,
+            r#"startNumber="{}" initialization="{}/init-{}.mp4" media="{}/$Number$.m4s">"#
+        ),
         info.timescale.max(1),
         first.sequence,
         rep.id,
@@ -194,8 +214,8 @@ fn write_representation(out: &mut String, rep: &RepresentationSpec<'_>) {
 fn write_timeline(out: &mut String, segments: &[&Segment], timescale: u32) {
     let mut entries: Vec<(u64, u64)> = Vec::with_capacity(segments.len());
     for segment in segments {
-        let entry = match FragmentInfo::parse(&segment.data) {
-            Ok(f) if f.duration_ticks > 0 => (f.base_decode_time, f.duration_ticks),
+        let entry = match segment.fragment {
+            Some(f) if f.duration_ticks > 0 => (f.base_decode_time, f.duration_ticks),
             _ => {
                 let t = entries.last().map_or(0, |(t, d)| t + d);
                 let d = (segment.duration.as_secs_f64() * f64::from(timescale)).round() as u64;
@@ -233,7 +253,8 @@ fn write_timeline(out: &mut String, segments: &[&Segment], timescale: u32) {
     }
 }
 
-fn utc(t: OffsetDateTime) -> String {
+/// `t` in UTC, RFC 3339 with milliseconds (`2026-01-02T03:04:05.678Z`).
+pub fn utc(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let millis = t.replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000);
     millis
@@ -272,7 +293,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::package::isobmff::InitInfo;
+    use crate::package::isobmff::{FragmentInfo, InitInfo};
     use crate::package::window::InitSegment;
 
     fn boxed(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -315,10 +336,12 @@ mod tests {
             sample_rate: 48_000,
             channels: 2,
         };
+        let data = fragment(t, d);
         Segment {
             sequence,
             duration: Duration::from_secs(2),
-            data: fragment(t, d),
+            fragment: FragmentInfo::parse(&data).ok(),
+            data,
             program_date_time: OffsetDateTime::UNIX_EPOCH,
             discontinuity: false,
             init: Arc::new(InitSegment {

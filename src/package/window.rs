@@ -14,7 +14,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::PackageError;
-use super::isobmff::InitInfo;
+use super::isobmff::{FragmentInfo, InitInfo};
 
 /// An init segment (CMAF header) and what it says about the track.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub struct Segment {
     pub discontinuity: bool,
     /// The init segment this segment decodes with.
     pub init: Arc<InitSegment>,
+    /// What the fragment says of its timing, read once when it arrives;
+    /// `None` when it does not parse.
+    pub fragment: Option<FragmentInfo>,
 }
 
 /// The window of recent segments of one rendition, oldest first.
@@ -168,6 +171,7 @@ impl RenditionWindow {
         let segment = Segment {
             sequence: self.next_sequence,
             duration,
+            fragment: FragmentInfo::parse(&data).ok(),
             data,
             program_date_time,
             discontinuity,

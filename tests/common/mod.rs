@@ -87,6 +87,15 @@ fn send_signal(child: &Child, signal: &str) {
         .status();
 }
 
+/// Reads all of `stream` on a thread; join the handle for the text.
+pub fn read_in_thread(mut stream: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
 /// Waits for `child` to exit for at most `timeout`.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -690,13 +699,8 @@ fn http_client() -> &'static reqwest::blocking::Client {
     })
 }
 
-/// GETs `url` (with an `Origin` header) and reads the whole body.
-pub fn get(url: &str) -> anyhow::Result<Response> {
-    let response = http_client()
-        .get(url)
-        .header("origin", TEST_ORIGIN)
-        .send()
-        .with_context(|| format!("GET {url}"))?;
+/// Reads a whole answer into a `Response`.
+fn read_response(url: &str, response: reqwest::blocking::Response) -> anyhow::Result<Response> {
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -716,6 +720,16 @@ pub fn get(url: &str) -> anyhow::Result<Response> {
         headers,
         body,
     })
+}
+
+/// GETs `url` (with an `Origin` header) and reads the whole body.
+pub fn get(url: &str) -> anyhow::Result<Response> {
+    let response = http_client()
+        .get(url)
+        .header("origin", TEST_ORIGIN)
+        .send()
+        .with_context(|| format!("GET {url}"))?;
+    read_response(url, response)
 }
 
 /// GETs `url` and panics unless the answer is 200.
@@ -1090,11 +1104,55 @@ pub fn check_avc_codec(codecs: &str, video: &ProbeStream) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Waits up to `timeout` for process `pid` to hold at most `limit` open
+/// file descriptors; panics with `what` and the count otherwise.
+pub fn wait_for_fds_at_most(pid: u32, limit: usize, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let fds = open_fds(pid);
+        if fds <= limit {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {fds} descriptors open, wanted at most {limit}"
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Whether `width` is an even width within 2 pixels of the width that keeps
 /// the source aspect ratio at `height`.
 pub fn is_scaled_width(width: u32, height: u32, source_width: u32, source_height: u32) -> bool {
     let exact = f64::from(height) * f64::from(source_width) / f64::from(source_height);
     width.is_multiple_of(2) && (f64::from(width) - exact).abs() <= 2.0
+}
+
+/// Asserts that the rendition `name` (`source` or `{height}p`) of a publish
+/// of size `source` came out at `actual`: the source size itself, or the
+/// named height at the source aspect ratio.
+pub fn assert_rendition_size(what: &str, name: &str, actual: (u32, u32), source: (u32, u32)) {
+    if name == "source" {
+        assert_eq!(actual, source, "{what}: size of {name}");
+        return;
+    }
+    let height: u32 = name
+        .strip_suffix('p')
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: unexpected rendition {name:?}"));
+    assert_eq!(actual.1, height, "{what}: height of {name}");
+    assert!(
+        is_scaled_width(actual.0, actual.1, source.0, source.1),
+        "{what}: width {} of {name} does not keep the {}x{} aspect ratio",
+        actual.0,
+        source.0,
+        source.1
+    );
 }
 
 // ===========================================================================
@@ -1782,25 +1840,7 @@ pub fn get_from(local: std::net::IpAddr, url: &str) -> anyhow::Result<Response> 
         .get(url)
         .send()
         .with_context(|| format!("GET {url} from {local}"))?;
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_string(), value)
-        })
-        .collect();
-    let body = response
-        .bytes()
-        .with_context(|| format!("read the body of {url}"))?
-        .to_vec();
-    Ok(Response {
-        url: url.to_string(),
-        status,
-        headers,
-        body,
-    })
+    read_response(url, response)
 }
 
 /// `tests/browser`, where `play.mjs` and its `node_modules` live.
@@ -1857,15 +1897,8 @@ pub fn run_play_mjs(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node tests/browser/play.mjs");
-    let read = |mut stream: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = read(Box::new(child.stderr.take().expect("piped stderr")));
+    let stdout = read_in_thread(child.stdout.take().expect("piped stdout"));
+    let stderr = read_in_thread(child.stderr.take().expect("piped stderr"));
 
     let limit = Duration::from_secs(timeout_secs + 15);
     let status = wait_timeout(&mut child, limit);

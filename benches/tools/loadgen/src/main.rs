@@ -110,7 +110,12 @@ impl Connection {
         }
     }
 
-    async fn get_once(&mut self, path: &str, headers: &str, keep_body: bool) -> io::Result<Response> {
+    async fn get_once(
+        &mut self,
+        path: &str,
+        headers: &str,
+        keep_body: bool,
+    ) -> io::Result<Response> {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bigfoot-loadgen\r\n{headers}\r\n",
             self.authority
