@@ -206,11 +206,15 @@ impl Subscription {
                 return Err(format!("`{}` is not a stream name", truncate(name)));
             }
             set.insert(name.to_string());
-        }
-        if set.len() > Self::MAX_STREAMS {
-            return Err(format!("at most {} streams", Self::MAX_STREAMS));
+            if set.len() > Self::MAX_STREAMS {
+                return Err(Self::too_many());
+            }
         }
         Ok(set)
+    }
+
+    fn too_many() -> String {
+        format!("at most {} streams", Self::MAX_STREAMS)
     }
 
     /// Adds streams (`None`: all of them).
@@ -221,10 +225,11 @@ impl Subscription {
         };
         let names = Self::names(streams.iter().map(String::as_str))?;
         if let Self::Streams(set) = self {
-            set.extend(names);
-            if set.len() > Self::MAX_STREAMS {
-                return Err(format!("at most {} streams", Self::MAX_STREAMS));
+            // Refused whole: a subscription never grows past the limit.
+            if set.union(&names).count() > Self::MAX_STREAMS {
+                return Err(Self::too_many());
             }
+            set.extend(names);
         }
         Ok(())
     }
@@ -232,9 +237,7 @@ impl Subscription {
     /// Removes streams (`None`: all of them, leaving none).
     pub fn remove(&mut self, streams: Option<&[String]>) {
         match (streams, &mut *self) {
-            (None, _) | (Some(_), Self::All) if streams.is_none() => {
-                *self = Self::Streams(BTreeSet::new());
-            }
+            (None, _) => *self = Self::Streams(BTreeSet::new()),
             (Some(names), Self::Streams(set)) => {
                 for name in names {
                     set.remove(name);
@@ -242,7 +245,7 @@ impl Subscription {
             }
             // Unsubscribing one stream from "all" would need a deny list:
             // the client subscribes to the streams it wants instead.
-            _ => {}
+            (Some(_), Self::All) => {}
         }
     }
 
@@ -417,6 +420,26 @@ mod tests {
         assert!(Subscription::from_list(Some("../x")).is_err());
         assert!(Subscription::from_list(Some("a,")).is_err());
         assert!(Subscription::from_list(Some("")).is_err());
+    }
+
+    #[test]
+    fn repeated_subscribes_never_grow_past_the_limit() {
+        let batch = |from: usize| -> Vec<String> {
+            (from..from + 200).map(|i| format!("cam{i}")).collect()
+        };
+        let mut sub = Subscription::from_list(Some("cam0")).expect("valid");
+        sub.add(Some(&batch(0))).expect("200 streams");
+        assert!(sub.add(Some(&batch(1000))).is_err(), "400 streams");
+        assert!(sub.add(Some(&batch(2000))).is_err(), "still 400");
+        let Subscription::Streams(set) = &sub else {
+            panic!("a list: {sub:?}");
+        };
+        assert_eq!(set.len(), 200, "a refused subscribe adds nothing");
+        let many: Vec<&str> = (0..100_000).map(|_| "cam1").collect();
+        assert!(
+            Subscription::from_list(Some(&many.join(","))).is_ok(),
+            "one name"
+        );
     }
 
     #[test]
