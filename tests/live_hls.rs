@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{
     Probe, Response, ServerConfig, TEST_ORIGIN, assert_rendition_size, check_avc_codec,
     decode_fragment, fetch_media, get, get_ok, last_sequence, max_age, parse_master, parse_media,
-    probe_fragment, publish_ffmpeg, publish_gst, raw_get, rendition_of, resolve, run_bigfoot,
-    wait_for_master, wait_until,
+    probe_fragment, publish_ffmpeg, publish_ffmpeg_keyframes, publish_gst, raw_get, rendition_of,
+    resolve, run_bigfoot, wait_for_master, wait_until,
 };
 use m3u8_rs::{AlternativeMediaType, MasterPlaylist, MediaPlaylist, VariantStream};
 
@@ -604,6 +604,57 @@ fn publisher_disconnect_ends_only_its_stream() {
         second.try_wait().is_none(),
         "cam2's publisher stopped: {}",
         second.output()
+    );
+}
+
+/// A source whose keyframes come 0.6 to 3.9 s apart, with 2 s segments:
+/// the transcoded rung keeps 2 s segments on the forced grid, and the
+/// passthrough's segments, cut on the source's keyframes, stay within a
+/// target duration that never changes.
+#[test]
+fn irregular_source_keyframes_stay_within_the_target_duration() {
+    const KEYFRAMES: &str = "0,2.2,5.9,6.5,8.0,11.9";
+    let server = ServerConfig::default()
+        .ladder(r#"[{ name = "180p", height = 180, video_kbps = 300 }]"#)
+        .start();
+    let pattern = common::TestPattern::video_only(14.0, 640, 360);
+    let mut publisher =
+        publish_ffmpeg_keyframes(&server.rtmp_url("secretkey1"), &pattern, Some(KEYFRAMES));
+    wait_for_master(&server.master_url("cam1"), READY_TIMEOUT);
+
+    let source_url = server.media_url("cam1", "source");
+    let rung_url = server.media_url("cam1", "180p");
+    let live_source = wait_for_segments(&source_url, 1).target_duration;
+    let live_rung = wait_for_segments(&rung_url, 1).target_duration;
+    assert_eq!(live_rung, 2, "180p: EXT-X-TARGETDURATION");
+    assert!(
+        (4..=5).contains(&live_source),
+        "source: EXT-X-TARGETDURATION {live_source}"
+    );
+
+    publisher.wait_success(Duration::from_secs(40));
+    for (name, url, target, size) in [
+        ("source", &source_url, live_source, (640, 360)),
+        ("180p", &rung_url, live_rung, (320, 180)),
+    ] {
+        let playlist = wait_for_endlist(url);
+        check_media_playlist(url, &playlist);
+        assert_eq!(playlist.target_duration, target, "{name}: target changed");
+        let segments = fetch_segments(url, &playlist, "video/mp4");
+        check_video_segments(name, &segments, size);
+        let longest = segments.iter().map(|s| s.extinf).fold(0.0, f64::max);
+        if name == "source" {
+            assert!(
+                longest > 3.5,
+                "source: no segment spans the 3.7 s keyframe gap ({longest} s)"
+            );
+        } else {
+            assert!(longest <= 2.0 + FRAME_SECS, "180p: a {longest} s segment");
+        }
+    }
+    assert!(
+        !server.logs().contains("longer than the playlist's target"),
+        "a segment exceeded its target duration"
     );
 }
 

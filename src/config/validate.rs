@@ -145,11 +145,16 @@ impl Config {
                 format!("`{}` is not a valid name", ingest.app),
             ));
         }
-        if ingest.handshake_timeout_secs == 0 || ingest.idle_timeout_secs == 0 {
-            return Err(bad(
+        for (key, secs) in [
+            (
                 "ingest.handshake_timeout_secs",
-                "timeouts must be at least 1 second".into(),
-            ));
+                ingest.handshake_timeout_secs,
+            ),
+            ("ingest.idle_timeout_secs", ingest.idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(bad(key, "timeouts must be at least 1 second".into()));
+            }
         }
         if self.server.max_http_connections == 0 {
             return Err(bad(

@@ -520,7 +520,9 @@ impl StreamTask {
                     if self.persisted.next_sequence > 0 {
                         window = window.continue_after_restart(self.persisted.discontinuities);
                     }
-                    if !matches!(rendition.kind, RenditionKind::Passthrough) {
+                    if matches!(rendition.kind, RenditionKind::Passthrough) {
+                        window = window.with_target_headroom(segment_secs.ceil() as u64);
+                    } else {
                         window.fix_target_duration(segment_secs.ceil() as u64);
                     }
                     RenditionOutput {

@@ -61,6 +61,7 @@ pub struct RenditionWindow {
     last_end: Option<OffsetDateTime>,
     ended: bool,
     target_duration: Option<u64>,
+    target_headroom: u64,
     target_exceeded: u64,
 }
 
@@ -79,6 +80,7 @@ impl RenditionWindow {
             last_end: None,
             ended: false,
             target_duration: None,
+            target_headroom: 0,
             target_exceeded: 0,
         }
     }
@@ -161,9 +163,10 @@ impl RenditionWindow {
         let discontinuity = self.discontinuity_pending;
         let program_date_time = self.start_time(duration, now, discontinuity);
 
+        let headroom = self.target_headroom;
         let target = *self
             .target_duration
-            .get_or_insert_with(|| rounded_secs(duration).max(1));
+            .get_or_insert_with(|| rounded_secs(duration).max(1).saturating_add(headroom));
         if rounded_secs(duration) > target {
             self.target_exceeded += 1;
         }
@@ -292,6 +295,17 @@ impl RenditionWindow {
         }
         self.target_duration = Some(secs.max(1));
         true
+    }
+
+    /// For a rendition cut on keyframes it does not control (the
+    /// passthrough): the target duration taken from the first segment gets
+    /// `secs` more. A segment ends at the first keyframe after the segment
+    /// duration, so it is at most that duration plus one keyframe interval;
+    /// `secs` = the segment duration covers sources whose keyframes come
+    /// irregularly (scene cuts) up to the first segment's length apart.
+    pub fn with_target_headroom(mut self, secs: u64) -> Self {
+        self.target_headroom = secs;
+        self
     }
 
     /// `EXT-X-TARGETDURATION`: fixed by [`RenditionWindow::fix_target_duration`]
@@ -563,6 +577,26 @@ pub(super) mod tests {
             .push(secs(2.4996), Bytes::new(), at(20))
             .expect("pushed");
         assert_eq!(window.target_exceeded(), 2);
+    }
+
+    #[test]
+    fn headroom_covers_segments_of_irregular_keyframe_intervals() {
+        let mut window = window(4, 0).with_target_headroom(2);
+        window
+            .push(secs(2.2), Bytes::new(), at(10))
+            .expect("pushed");
+        assert_eq!(window.target_duration(), 4);
+        for (duration, start) in [(3.7, 13), (4.4, 17), (2.0, 21)] {
+            window
+                .push(secs(duration), Bytes::new(), at(start))
+                .expect("pushed");
+        }
+        assert_eq!(window.target_duration(), 4);
+        assert_eq!(window.target_exceeded(), 0);
+        window
+            .push(secs(4.6), Bytes::new(), at(26))
+            .expect("pushed");
+        assert_eq!(window.target_exceeded(), 1);
     }
 
     #[test]

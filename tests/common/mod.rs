@@ -579,6 +579,16 @@ pub fn publish_ffmpeg(url: &str, seconds: f64, width: u32, height: u32) -> Publi
 /// Publishes `pattern` in real time (`-re`) to `url` with ffmpeg: H.264
 /// (keyframe every 2 s) and AAC-LC 48 kHz stereo in FLV.
 pub fn publish_ffmpeg_pattern(url: &str, pattern: &TestPattern) -> Publisher {
+    publish_ffmpeg_keyframes(url, pattern, None)
+}
+
+/// Like [`publish_ffmpeg_pattern`], but with keyframes only at the times
+/// given (`-force_key_frames` syntax) when `keyframes` is set.
+pub fn publish_ffmpeg_keyframes(
+    url: &str,
+    pattern: &TestPattern,
+    keyframes: Option<&str>,
+) -> Publisher {
     let mut command = Command::new("ffmpeg");
     command.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"]);
     if pattern.video {
@@ -590,11 +600,20 @@ pub fn publish_ffmpeg_pattern(url: &str, pattern: &TestPattern) -> Publisher {
     }
     command.args(["-t", &format!("{:.3}", pattern.seconds)]);
     if pattern.video {
-        command.args(
-            "-c:v libx264 -preset ultrafast -tune zerolatency -g 60 -keyint_min 60 \
-             -sc_threshold 0 -pix_fmt yuv420p"
-                .split_whitespace(),
-        );
+        let gop = if keyframes.is_some() { "100000" } else { "60" };
+        command.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ]);
+        command.args(["-g", gop, "-keyint_min", gop, "-sc_threshold", "0"]);
+        command.args(["-pix_fmt", "yuv420p"]);
+        if let Some(times) = keyframes {
+            command.args(["-force_key_frames", times]);
+        }
     }
     if pattern.audio {
         command.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"]);
