@@ -71,6 +71,12 @@ pub struct Backend {
     /// The Debian packages or drivers that provide the elements.
     #[serde(default)]
     pub packages: String,
+    /// Scale each rung from the next larger rung's picture rather than from
+    /// the decoded source: each step is smaller, so a CPU scaler does less
+    /// work (and a 2-tap filter aliases less). The scale chain must accept
+    /// its own output.
+    #[serde(default)]
+    pub cascade_scaling: bool,
     pub decode: Vec<ElementSpec>,
     pub scale: Vec<ElementSpec>,
     pub encode: Vec<ElementSpec>,
