@@ -170,14 +170,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tasks.clone(),
     ));
     control.set_ready(true);
-    info!("RTMP listening on {rtmp_addr}");
-    info!("HTTP listening on {http_addr}");
+    // The encoder line comes before the listening lines: whoever waits for
+    // "HTTP listening" (scripts, tests) has then seen which encoder runs.
     info!(
         encoder = %encoders.backend.name,
         kind = encoders.backend.kind.as_str(),
         requested = %config.transcode.encoder,
         "encoder backend ready"
     );
+    info!("RTMP listening on {rtmp_addr}");
+    info!("HTTP listening on {http_addr}");
     Ok(RunningServer {
         rtmp_addr,
         http_addr,
