@@ -390,6 +390,14 @@ fn jwt_pitfalls_are_refused() {
         "missing_claim",
         "no exp",
     );
+    let mut blank_subject = claims("admin");
+    blank_subject["sub"] = json!("  ");
+    refused(
+        &hs256(&blank_subject),
+        "AUTH_INVALID_TOKEN",
+        "missing_claim",
+        "a blank sub",
+    );
     let mut expired = claims("admin");
     expired["exp"] = json!(unix_secs() - 120);
     refused(&hs256(&expired), "AUTH_TOKEN_EXPIRED", "expired", "expired");
@@ -731,6 +739,8 @@ fn sessions_end_keys_rotate_and_playback_urls_are_signed() {
 
     let mut publisher = publish_ffmpeg(&new_url, 60.0, 320, 240);
     wait_for_stream(&server, &viewer, "show", |s| s["live"] == true);
+    let signed_master = urls["hls"].as_str().unwrap_or("");
+    wait_for_master(signed_master, Duration::from_secs(30));
     let delete = api_call(
         "DELETE",
         &server.api_url("/streams/show"),
@@ -744,6 +754,11 @@ fn sessions_end_keys_rotate_and_playback_urls_are_signed() {
     );
     let gone = api_call("GET", &server.api_url("/streams/show"), Some(&viewer), None);
     assert_eq!(gone.api_error(404), "STREAM_NOT_FOUND");
+    // Its playback goes with it, without waiting for the reconnect grace
+    // period, even through a URL signed before the delete.
+    let playback = get(signed_master).expect("GET");
+    assert_eq!(playback.status, 404, "a deleted stream still plays");
+    assert_eq!(playback.error_code().as_deref(), Some("STREAM_NOT_FOUND"));
 }
 
 /// The `st` that `scripts/setup --test` installed in its virtualenv, or the

@@ -262,6 +262,33 @@ fn forced_gpu_backend_without_fallback_refuses_to_start() {
     }
 }
 
+/// A backend name with no file under `pipelines/` is a typo, not a backend
+/// this box lacks: `check` and `serve` refuse it even with fallback on.
+#[test]
+fn an_unknown_backend_name_is_refused_even_with_fallback() {
+    let (_dir, path) = EncoderSettings::new("nvnec", true).write(&ServerConfig::default());
+    for command in ["check", "serve"] {
+        let out = run_bigfoot(
+            &[command, "--config", &path.to_string_lossy()],
+            COMMAND_TIMEOUT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{command} accepted `nvnec`:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("transcode.encoder: no backend named `nvnec`"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("nvenc"),
+            "{command}: known backends not listed: {stderr}"
+        );
+        assert!(!stderr.contains("RTMP listening"), "{stderr}");
+    }
+}
+
 #[test]
 fn forced_gpu_backend_with_fallback_serves_on_x264() {
     if box_has_any(&["nvh264enc"]) {

@@ -255,6 +255,11 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| refusal(e.kind()))?;
         let claims = data.claims;
+        // An empty subject would pool every such token into one rate-limit
+        // bucket and name nobody in the log: as good as no `sub`.
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::MissingClaim("sub".into()));
+        }
         if !self.audience.is_empty() && !self.audience_matches(&claims) {
             return Err(AuthError::Audience);
         }
@@ -495,6 +500,12 @@ mod tests {
         let mut c = claims();
         c.as_object_mut().expect("object").remove("exp");
         assert_eq!(check(c), Err(AuthError::MissingClaim("exp".into())));
+
+        for blank in ["", "   "] {
+            let mut c = claims();
+            c["sub"] = blank.into();
+            assert_eq!(check(c), Err(AuthError::MissingClaim("sub".into())));
+        }
 
         let mut c = claims();
         c["nbf"] = (unix_now() + 300).into();

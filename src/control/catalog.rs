@@ -134,6 +134,11 @@ impl Catalog {
         found
     }
 
+    /// Whether a stream of this name exists (from config or the API).
+    pub fn contains(&self, name: &str) -> bool {
+        self.streams.read().is_ok_and(|s| s.contains_key(name))
+    }
+
     pub fn get(&self, name: &str) -> Option<StreamRecord> {
         self.streams.read().ok()?.get(name).cloned()
     }

@@ -122,8 +122,13 @@ impl Registry {
         &self.viewers
     }
 
-    /// The latest snapshot of a stream, if it is known.
+    /// The latest snapshot of a stream, if it is known. A stream deleted
+    /// from the catalog has none, even while its task lives out the
+    /// reconnect grace period: its playback ends with the delete.
     pub fn snapshot(&self, stream: &str) -> Option<Arc<StreamSnapshot>> {
+        if !self.catalog.contains(stream) {
+            return None;
+        }
         self.streams.get(stream).map(|h| h.snapshot.load_full())
     }
 

@@ -39,6 +39,15 @@ pub enum TranscodeError {
         property: String,
         message: String,
     },
+    #[error(
+        "transcode.encoder: no backend named `{requested}` \
+         (no {requested}.toml in {dir}; known: {known}; or \"auto\")"
+    )]
+    UnknownBackend {
+        requested: String,
+        dir: PathBuf,
+        known: String,
+    },
     #[error("encoder backend `{requested}` cannot be used: {reasons}")]
     NoUsableBackend { requested: String, reasons: String },
     #[error("cannot link the pipeline: {0}")]

@@ -124,6 +124,14 @@ pub fn assess(dir: &Path, name: &str, settings: &ProbeSettings) -> BackendReport
 /// Every backend in `dir` (the built-in x264 included), those `auto` knows
 /// first in its order, then the others by name.
 pub fn survey(dir: &Path, settings: &ProbeSettings) -> Vec<BackendReport> {
+    backend_names(dir)
+        .iter()
+        .map(|name| assess(dir, name, settings))
+        .collect()
+}
+
+/// The names of the backends in `dir`, in [`survey`]'s order.
+pub fn backend_names(dir: &Path) -> Vec<String> {
     let mut others: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -139,7 +147,6 @@ pub fn survey(dir: &Path, settings: &ProbeSettings) -> Vec<BackendReport> {
         .map(|name| name.to_string())
         .filter(|name| Backend::exists(dir, name))
         .chain(others)
-        .map(|name| assess(dir, &name, settings))
         .collect()
 }
 
@@ -157,6 +164,15 @@ pub fn choose(
     allow_fallback: bool,
     settings: &ProbeSettings,
 ) -> Result<EncoderChoice, TranscodeError> {
+    // Fallback is for a backend this box cannot run, not for a name that
+    // names no backend at all: that is a typo in the config.
+    if encoder != AUTO && !Backend::exists(dir, encoder) {
+        return Err(TranscodeError::UnknownBackend {
+            requested: encoder.to_string(),
+            dir: dir.to_path_buf(),
+            known: backend_names(dir).join(", "),
+        });
+    }
     let started = Instant::now();
     let mut reports = Vec::new();
     let candidates: Vec<&str> = if encoder == AUTO {
@@ -462,5 +478,23 @@ mod tests {
         let choice = choose(dir.path(), "gpu", true, &settings()).expect("falls back");
         assert_eq!(choice.backend.name, "x264");
         assert!(choice.fallback.is_none());
+    }
+
+    #[test]
+    fn an_unknown_backend_name_is_refused_even_with_fallback() {
+        crate::transcode::init().expect("gstreamer");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("gpu.toml"),
+            include_str!("../../pipelines/x264.toml"),
+        )
+        .expect("write");
+        for fallback in [false, true] {
+            let err = choose(dir.path(), "x246", fallback, &settings()).expect_err("refused");
+            let message = err.to_string();
+            assert!(message.contains("transcode.encoder"), "{message}");
+            assert!(message.contains("`x246`"), "{message}");
+            assert!(message.contains("x264, gpu"), "{message}");
+        }
     }
 }
