@@ -293,11 +293,7 @@ impl Builder<'_> {
             link_chain(&[tee.clone(), q, mux])?;
         }
 
-        let rungs: Vec<(usize, &RenditionPlan)> = renditions
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| matches!(r.kind, RenditionKind::Transcoded { .. }))
-            .collect();
+        let rungs = largest_first(renditions);
         let thumbnails = self.settings.thumbnails;
         if rungs.is_empty() && thumbnails.is_none() {
             return Ok(src);
@@ -335,8 +331,7 @@ impl Builder<'_> {
             decoded: raw_tee,
             larger: None,
         };
-        let sized = largest_first(&rungs);
-        for (position, &(index, width, height, video_kbps)) in sized.iter().enumerate() {
+        for (position, &(index, width, height, video_kbps)) in rungs.iter().enumerate() {
             let values = RungValues {
                 width,
                 height,
@@ -346,7 +341,7 @@ impl Builder<'_> {
             };
             let mut branch = vec![queue(Some(RAW_QUEUE_TIME))?];
             branch.extend(build_chain(&backend.scale, Some(&values))?);
-            let scaled = if backend.cascade_scaling && position + 1 < sized.len() {
+            let scaled = if backend.cascade_scaling && position + 1 < rungs.len() {
                 let tee = make("tee")?;
                 branch.push(tee.clone());
                 Some(tee)
@@ -445,15 +440,16 @@ impl RungInputs {
 
 /// The transcoded rungs as (rendition index, width, height, kbit/s), the
 /// largest picture first, so that each can be scaled from the one before.
-fn largest_first(rungs: &[(usize, &RenditionPlan)]) -> Vec<(usize, u32, u32, u32)> {
-    let mut sized: Vec<_> = rungs
+fn largest_first(renditions: &[RenditionPlan]) -> Vec<(usize, u32, u32, u32)> {
+    let mut sized: Vec<_> = renditions
         .iter()
-        .filter_map(|(index, rung)| match rung.kind {
+        .enumerate()
+        .filter_map(|(index, rendition)| match rendition.kind {
             RenditionKind::Transcoded {
                 width,
                 height,
                 video_kbps,
-            } => Some((*index, width, height, video_kbps)),
+            } => Some((index, width, height, video_kbps)),
             _ => None,
         })
         .collect();
@@ -686,9 +682,8 @@ mod tests {
             },
             rung("480p", 854, 480, 1400),
         ];
-        let rungs: Vec<(usize, &RenditionPlan)> = plans.iter().enumerate().collect();
         assert_eq!(
-            largest_first(&rungs),
+            largest_first(&plans),
             vec![
                 (1, 1280, 720, 3000),
                 (3, 854, 480, 1400),
