@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     Probe, Response, ServerConfig, TEST_ORIGIN, assert_rendition_size, check_avc_codec,
@@ -108,6 +108,23 @@ fn renditions(master_url: &str, master: &MasterPlaylist) -> Renditions {
         variants,
         audio_url: resolve(master_url, uri),
     }
+}
+
+/// Parses the master playlist of a 720p push on [`LADDER`]: the 240p and
+/// 360p rungs plus the source, each with checked attributes.
+fn checked_ladder_master(url: &str, response: &Response, source: (u32, u32)) -> Renditions {
+    let master = parse_master(&response.body).expect("master playlist");
+    let listed = renditions(url, &master);
+    let names: BTreeSet<_> = listed.variants.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["240p", "360p", "source"]),
+        "variants"
+    );
+    for (name, (_, variant)) in &listed.variants {
+        check_variant_attributes(name, variant, source);
+    }
+    listed
 }
 
 /// The size a variant must have, from its name and the source size.
@@ -397,17 +414,7 @@ fn ffmpeg_publish_serves_checked_ladder() {
 
     let master_response = wait_for_master(&master_url, READY_TIMEOUT);
     check_headers(&master_response, common::PLAYLIST_CONTENT_TYPE);
-    let master = parse_master(&master_response.body).expect("master playlist");
-    let listed = renditions(&master_url, &master);
-    let names: BTreeSet<_> = listed.variants.keys().map(String::as_str).collect();
-    assert_eq!(
-        names,
-        BTreeSet::from(["240p", "360p", "source"]),
-        "variants"
-    );
-    for (name, (_, variant)) in &listed.variants {
-        check_variant_attributes(name, variant, SOURCE);
-    }
+    let listed = checked_ladder_master(&master_url, &master_response, SOURCE);
 
     let mut urls: BTreeMap<String, String> = listed
         .variants
@@ -503,6 +510,67 @@ fn ffmpeg_publish_serves_checked_ladder() {
 
 /// GStreamer's `rtmp2sink` publishes 640x360: the 720p and 360p rungs are
 /// skipped, and the first segment of each rendition decodes at its size.
+/// A player that asks as soon as the publisher starts gets the master
+/// playlist (codecs, sizes, bitrates, frame rate) before the first segment
+/// is complete, and a media playlist asked for then is held until its first
+/// segment exists instead of being answered empty. 4 s segments leave the
+/// master a clear lead on two busy cores.
+#[test]
+fn master_playlist_comes_before_the_first_segment() {
+    const SOURCE: (u32, u32) = (1280, 720);
+    let server = ServerConfig {
+        segment_secs: 4.0,
+        ..ServerConfig::default()
+    }
+    .ladder(LADDER)
+    .start();
+    let master_url = server.master_url("cam1");
+    let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), 9.0, SOURCE.0, SOURCE.1);
+
+    let master_response = wait_for_master(&master_url, READY_TIMEOUT);
+    let master_at = unix_millis(SystemTime::now());
+    let listed = checked_ladder_master(&master_url, &master_response, SOURCE);
+    let bandwidth = |name: &str| listed.variants[name].1.bandwidth;
+    assert!(
+        bandwidth("source") > bandwidth("360p") && bandwidth("360p") > bandwidth("240p"),
+        "BANDWIDTH follows the ladder: {:?}",
+        listed
+            .variants
+            .values()
+            .map(|(_, v)| v.bandwidth)
+            .collect::<Vec<_>>()
+    );
+
+    let mut urls: Vec<String> = listed.variants.values().map(|(u, _)| u.clone()).collect();
+    urls.push(listed.audio_url.clone());
+    let mut first_end = None;
+    for url in &urls {
+        let response = get_ok(url);
+        let playlist = parse_media(&response.body).expect("media playlist");
+        let first = playlist
+            .segments
+            .first()
+            .unwrap_or_else(|| panic!("{url} was answered before its first segment existed"));
+        let start = first
+            .program_date_time
+            .unwrap_or_else(|| panic!("{url}: no EXT-X-PROGRAM-DATE-TIME"));
+        let end = start.timestamp_millis() + (f64::from(first.duration) * 1000.0) as i64;
+        first_end = Some(first_end.map_or(end, |e: i64| e.min(end)));
+    }
+    let first_end = first_end.expect("renditions");
+    assert!(
+        master_at < first_end,
+        "the master playlist came {} ms after the first segment ended",
+        master_at - first_end
+    );
+    publisher.wait_success(Duration::from_secs(40));
+}
+
+fn unix_millis(at: SystemTime) -> i64 {
+    let since = at.duration_since(UNIX_EPOCH).expect("clock after 1970");
+    i64::try_from(since.as_millis()).expect("milliseconds fit")
+}
+
 #[test]
 fn gstreamer_publish_serves_decodable_renditions() {
     const SOURCE: (u32, u32) = (640, 360);

@@ -477,8 +477,8 @@ def wait_until(predicate, timeout, interval=0.2):
     return None
 
 
-def playlist_segments(url):
-    status, body = http_get(url, timeout=2)
+def playlist_segments(url, timeout=2):
+    status, body = http_get(url, timeout=timeout)
     if status != 200:
         return []
     return segment_uris(body.decode(errors="replace"))
@@ -563,7 +563,9 @@ def first_times(pub_start, playlist_url, media_playlist_url, timeout=30.0):
         if t_playlist is None and http_get(playlist_url, timeout=2)[0] == 200:
             t_playlist = time.monotonic() - pub_start
         if t_segment is None:
-            uris = playlist_segments(media_playlist_url)
+            # bigfoot holds a request for a starting stream's playlist until
+            # its first segment exists: a timeout longer than that.
+            uris = playlist_segments(media_playlist_url, timeout=10)
             if uris:
                 status, body = http_get(join_url(media_playlist_url, uris[0]), timeout=5)
                 if status == 200 and body:

@@ -24,12 +24,17 @@ use super::viewers::{self, ViewerKey};
 use crate::config::Config;
 use crate::control::Control;
 use crate::control::envelope::RequestId;
-use crate::live::Registry;
+use crate::live::{Registry, StreamSnapshot};
 use crate::package::dash;
 use crate::package::isobmff::TrackKind;
 
 /// A client must send its request headers within this time.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds on how long a playlist or manifest request for a live stream that
+/// is still starting waits for it (three segment durations in between):
+/// players' manifest timeouts are about 10 s.
+const START_WAIT_MIN: Duration = Duration::from_secs(3);
+const START_WAIT_MAX: Duration = Duration::from_secs(8);
 
 struct Delivery {
     config: Arc<Config>,
@@ -97,7 +102,7 @@ impl Delivery {
             self.control.handle(request, peer).await
         } else {
             let request_id = RequestId::from_headers(request.headers());
-            let mut response = self.playback(request, peer);
+            let mut response = self.playback(request, peer).await;
             request_id.stamp(&mut response);
             response
         };
@@ -110,11 +115,12 @@ impl Delivery {
         response
     }
 
-    fn playback(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn playback(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let mut response = match *request.method() {
             Method::GET | Method::HEAD => {
                 self.get(request.uri().path(), request.headers(), peer.ip())
+                    .await
             }
             Method::OPTIONS => respond::preflight(),
             _ => {
@@ -134,7 +140,7 @@ impl Delivery {
         response
     }
 
-    fn get(&self, path: &str, headers: &http::HeaderMap, client: IpAddr) -> Response<Body> {
+    async fn get(&self, path: &str, headers: &http::HeaderMap, client: IpAddr) -> Response<Body> {
         let (route, token) = match signed_route(path) {
             Ok(signed) => match self.authorize(signed.token, &signed.route, client) {
                 Ok(()) => (signed.route, signed.token),
@@ -157,7 +163,7 @@ impl Delivery {
             }
         };
         let watch = Watch::of(&route, token, headers, client);
-        let response = self.answer(route, headers);
+        let response = self.answer(route, headers).await;
         if let Some(watch) = watch
             && response.status().is_success()
         {
@@ -182,8 +188,10 @@ impl Delivery {
         }
     }
 
-    /// The response to an authorised route.
-    fn answer(&self, route: Route, headers: &http::HeaderMap) -> Response<Body> {
+    /// The response to an authorised route. Playlists and manifests of a
+    /// live stream that is still starting are answered once they exist
+    /// (within a bound), so a player that asks early is not turned away.
+    async fn answer(&self, route: Route, headers: &http::HeaderMap) -> Response<Body> {
         let playback = &self.config.playback;
         match route {
             Route::Time => {
@@ -191,7 +199,8 @@ impl Delivery {
                 respond::body(now.into(), "text/plain", 0)
             }
             Route::Dash { stream } => {
-                let Some(snapshot) = self.registry.snapshot(&stream) else {
+                let ready = |s: &StreamSnapshot| s.dash.is_some();
+                let Some(snapshot) = self.snapshot_when(&stream, ready).await else {
                     return stream_not_found(&stream);
                 };
                 match &snapshot.dash {
@@ -220,7 +229,8 @@ impl Delivery {
                 }
             }
             Route::Master { stream } => {
-                let Some(snapshot) = self.registry.snapshot(&stream) else {
+                let ready = |s: &StreamSnapshot| s.master.is_some();
+                let Some(snapshot) = self.snapshot_when(&stream, ready).await else {
                     return stream_not_found(&stream);
                 };
                 match &snapshot.master {
@@ -230,13 +240,23 @@ impl Delivery {
                     None => starting_or_not_found(&stream, snapshot.live),
                 }
             }
-            Route::Media { stream, rendition } => self.with_rendition(&stream, &rendition, |r| {
-                Some(respond::body(
-                    r.playlist.clone(),
-                    M3U8,
-                    playback.playlist_max_age_secs,
-                ))
-            }),
+            Route::Media { stream, rendition } => {
+                let ready = |s: &StreamSnapshot| {
+                    s.renditions
+                        .get(&rendition)
+                        .is_some_and(|r| !r.segments.is_empty())
+                };
+                let Some(snapshot) = self.snapshot_when(&stream, ready).await else {
+                    return stream_not_found(&stream);
+                };
+                rendition_file(&snapshot, &rendition, |r| {
+                    Some(respond::body(
+                        r.playlist.clone(),
+                        M3U8,
+                        playback.playlist_max_age_secs,
+                    ))
+                })
+            }
             Route::Init {
                 stream,
                 rendition,
@@ -273,21 +293,41 @@ impl Delivery {
         let Some(snapshot) = self.registry.snapshot(stream) else {
             return stream_not_found(stream);
         };
-        let Some(found) = snapshot.renditions.get(rendition) else {
-            return respond::error(
-                StatusCode::NOT_FOUND,
-                "RENDITION_NOT_FOUND",
-                "the stream has no such rendition",
-            );
-        };
-        f(found).unwrap_or_else(|| {
-            respond::error(
-                StatusCode::NOT_FOUND,
-                "SEGMENT_NOT_FOUND",
-                "the segment is not in the live window",
-            )
-        })
+        rendition_file(&snapshot, rendition, f)
     }
+
+    /// The stream's snapshot, waiting while it is live and not `ready`.
+    async fn snapshot_when(
+        &self,
+        stream: &str,
+        ready: impl Fn(&StreamSnapshot) -> bool,
+    ) -> Option<Arc<StreamSnapshot>> {
+        let wait = (self.config.segment_duration() * 3).clamp(START_WAIT_MIN, START_WAIT_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        self.registry.snapshot_when(stream, deadline, ready).await
+    }
+}
+
+/// A rendition's playlist or file, or the 404 that says which is missing.
+fn rendition_file(
+    snapshot: &StreamSnapshot,
+    rendition: &str,
+    f: impl FnOnce(&crate::live::RenditionSnapshot) -> Option<Response<Body>>,
+) -> Response<Body> {
+    let Some(found) = snapshot.renditions.get(rendition) else {
+        return respond::error(
+            StatusCode::NOT_FOUND,
+            "RENDITION_NOT_FOUND",
+            "the stream has no such rendition",
+        );
+    };
+    f(found).unwrap_or_else(|| {
+        respond::error(
+            StatusCode::NOT_FOUND,
+            "SEGMENT_NOT_FOUND",
+            "the segment is not in the live window",
+        )
+    })
 }
 
 impl Delivery {

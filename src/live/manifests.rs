@@ -9,15 +9,18 @@ use time::OffsetDateTime;
 
 use crate::package::dash::{self, PeriodSpec, Presentation, RepresentationSpec};
 use crate::package::hls::{self, AudioInfo, VariantInfo};
-use crate::package::isobmff::TrackKind;
+use crate::package::isobmff::{InitInfo, TrackKind};
 use crate::package::window::RenditionWindow;
-use crate::transcode::plan::RenditionPlan;
+use crate::transcode::plan::{RenditionKind, RenditionPlan};
 
 /// A rendition's packaging state, kept across publish sessions.
 pub(super) struct RenditionOutput {
     pub kind: TrackKind,
     pub window: RenditionWindow,
     pub frame_rate: f64,
+    /// The format the current session's muxer was given, known before the
+    /// rendition's first segment.
+    pub announced: Option<InitInfo>,
     /// First media sequence of each publish session: `(session, sequence)`.
     pub session_starts: Vec<(u64, u64)>,
 }
@@ -61,10 +64,35 @@ pub(super) struct SessionPeriod {
     pub started_at: OffsetDateTime,
 }
 
-/// The master playlist of `plan`, once each rendition has a segment.
+/// Bitrates of the source tracks so far in a session, for renditions that
+/// have no segment to measure yet.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct EarlyRates {
+    pub source_video_bps: Option<u64>,
+    /// Source video frames per second, for caps that do not say.
+    pub source_fps: Option<f64>,
+    pub audio_bps: Option<u64>,
+}
+
+impl EarlyRates {
+    /// A rendition's bitrate before its first segment: the configured one
+    /// for a rung, the source's for the passthrough and the audio.
+    fn of(&self, rendition: &RenditionPlan) -> Option<u64> {
+        match rendition.kind {
+            RenditionKind::Transcoded { video_kbps, .. } => Some(u64::from(video_kbps) * 1000),
+            RenditionKind::Passthrough => self.source_video_bps,
+            RenditionKind::Audio => self.audio_bps,
+        }
+    }
+}
+
+/// The master playlist of `plan`, once each rendition has a segment or, at
+/// the start of a session, a format and a bitrate estimate: players get it
+/// while the first segments are still being made.
 pub(super) fn master_playlist(
     plan: &[RenditionPlan],
     outputs: &HashMap<String, RenditionOutput>,
+    early: &EarlyRates,
 ) -> Option<String> {
     if plan.is_empty() {
         return None;
@@ -73,24 +101,38 @@ pub(super) fn master_playlist(
     let mut audio = None;
     for rendition in plan {
         let out = outputs.get(&rendition.name)?;
-        let segment = out.window.segments().last()?;
-        let info = &segment.init.info;
+        let (info, peak_bps, average_bps) = match out.window.segments().last() {
+            Some(segment) => (
+                &segment.init.info,
+                out.window.peak_bitrate(),
+                out.window.average_bitrate(),
+            ),
+            None => {
+                let bps = early.of(rendition)?;
+                (out.announced.as_ref()?, bps, bps)
+            }
+        };
         if rendition.is_video() {
+            let frame_rate = if out.frame_rate > 0.0 {
+                out.frame_rate
+            } else {
+                early.source_fps.unwrap_or(0.0)
+            };
             variants.push(VariantInfo {
                 rendition: rendition.name.clone(),
                 codec: info.codec.clone(),
                 width: info.width,
                 height: info.height,
-                frame_rate: out.frame_rate,
-                peak_bps: out.window.peak_bitrate(),
-                average_bps: out.window.average_bitrate(),
+                frame_rate,
+                peak_bps,
+                average_bps,
             });
         } else {
             audio = Some(AudioInfo {
                 rendition: rendition.name.clone(),
                 codec: info.codec.clone(),
-                peak_bps: out.window.peak_bitrate(),
-                average_bps: out.window.average_bitrate(),
+                peak_bps,
+                average_bps,
                 channels: info.channels,
             });
         }
@@ -170,4 +212,101 @@ pub(super) fn dash_manifest(
         text.slice(..at),
         text.slice(at + dash::UTC_TIMING_PLACEHOLDER.len()..),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::isobmff::{aac_track_info, avc_track_info};
+
+    fn output(kind: TrackKind, announced: Option<InitInfo>) -> RenditionOutput {
+        RenditionOutput {
+            kind,
+            window: RenditionWindow::new(6, 0),
+            frame_rate: 0.0,
+            announced,
+            session_starts: Vec::new(),
+        }
+    }
+
+    fn plan() -> Vec<RenditionPlan> {
+        vec![
+            RenditionPlan {
+                name: "360p".into(),
+                kind: RenditionKind::Transcoded {
+                    width: 640,
+                    height: 360,
+                    video_kbps: 800,
+                },
+            },
+            RenditionPlan {
+                name: "source".into(),
+                kind: RenditionKind::Passthrough,
+            },
+            RenditionPlan {
+                name: "audio".into(),
+                kind: RenditionKind::Audio,
+            },
+        ]
+    }
+
+    fn announced_outputs() -> HashMap<String, RenditionOutput> {
+        let avc = |w, h| avc_track_info(&[1, 0x64, 0, 0x1F], w, h).ok();
+        HashMap::from([
+            ("360p".into(), output(TrackKind::Video, avc(640, 360))),
+            ("source".into(), output(TrackKind::Video, avc(1280, 720))),
+            (
+                "audio".into(),
+                output(
+                    TrackKind::Audio,
+                    aac_track_info(&[0x11, 0x90], 48_000, 2).ok(),
+                ),
+            ),
+        ])
+    }
+
+    const EARLY: EarlyRates = EarlyRates {
+        source_video_bps: Some(4_000_000),
+        source_fps: Some(30.0),
+        audio_bps: Some(128_000),
+    };
+
+    #[test]
+    fn master_lists_announced_renditions_before_their_first_segment() {
+        let master = master_playlist(&plan(), &announced_outputs(), &EARLY).expect("master");
+        let lines: Vec<&str> = master.lines().collect();
+        let variant = |uri: &str| {
+            let at = lines.iter().position(|l| *l == uri).expect(uri);
+            lines[at - 1]
+        };
+        let source = variant("source/index.m3u8");
+        assert!(source.contains("BANDWIDTH=4128000,"), "{source}");
+        assert!(source.contains("RESOLUTION=1280x720"), "{source}");
+        assert!(source.contains("FRAME-RATE=30"), "{source}");
+        assert!(
+            source.contains(r#"CODECS="avc1.64001F,mp4a.40.2""#),
+            "{source}"
+        );
+        // A rung announces its configured bitrate.
+        let rung = variant("360p/index.m3u8");
+        assert!(rung.contains("BANDWIDTH=928000,"), "{rung}");
+        assert!(rung.contains("RESOLUTION=640x360"), "{rung}");
+        assert!(master.contains(r#"CHANNELS="2""#), "{master}");
+    }
+
+    #[test]
+    fn master_waits_for_every_rendition() {
+        let mut outputs = announced_outputs();
+        let no_rate = EarlyRates {
+            source_video_bps: None,
+            ..EARLY
+        };
+        assert_eq!(master_playlist(&plan(), &outputs, &no_rate), None);
+        if let Some(audio) = outputs.get_mut("audio") {
+            audio.announced = None;
+        }
+        assert_eq!(master_playlist(&plan(), &outputs, &EARLY), None);
+        outputs.remove("audio");
+        assert_eq!(master_playlist(&plan(), &outputs, &EARLY), None);
+    }
 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use super::snapshot::SnapshotCell;
 use super::stream::{Command, StreamTask};
 use super::{MediaPacket, StreamSnapshot};
 use crate::config::Config;
@@ -45,7 +45,7 @@ pub enum PublishRefusal {
 pub(super) struct StreamHandle {
     pub id: u64,
     pub commands: mpsc::Sender<Command>,
-    pub snapshot: Arc<ArcSwap<StreamSnapshot>>,
+    pub snapshot: Arc<SnapshotCell>,
 }
 
 pub(super) type StreamMap = DashMap<String, StreamHandle>;
@@ -129,7 +129,27 @@ impl Registry {
         if !self.catalog.contains(stream) {
             return None;
         }
-        self.streams.get(stream).map(|h| h.snapshot.load_full())
+        self.streams.get(stream).map(|h| h.snapshot.load())
+    }
+
+    /// The stream's snapshot once `ready` holds for it, for a request that
+    /// arrives while a live stream is starting: it waits until `deadline`
+    /// rather than getting a 503 or an empty playlist. A stream that is not
+    /// live, or not known, answers at once.
+    pub async fn snapshot_when(
+        &self,
+        stream: &str,
+        deadline: tokio::time::Instant,
+        ready: impl Fn(&StreamSnapshot) -> bool,
+    ) -> Option<Arc<StreamSnapshot>> {
+        let snapshot = self.snapshot(stream)?;
+        if ready(&snapshot) || !snapshot.live {
+            return Some(snapshot);
+        }
+        let cell = self.streams.get(stream).map(|h| h.snapshot.clone())?;
+        let snapshot = cell.wait_for(deadline, ready).await;
+        // A stream deleted while the request waited is gone.
+        self.catalog.contains(stream).then_some(snapshot)
     }
 
     /// Names of the streams that have a task now.
@@ -236,7 +256,7 @@ impl Registry {
             .or_insert_with(|| {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-                let snapshot = Arc::new(ArcSwap::from_pointee(StreamSnapshot::default()));
+                let snapshot = Arc::new(SnapshotCell::default());
                 let task = StreamTask::new(
                     stream.to_string(),
                     id,

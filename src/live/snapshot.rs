@@ -1,10 +1,57 @@
 //! The immutable view of a stream that HTTP delivery serves.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::package::isobmff::TrackKind;
+
+/// A stream's latest snapshot, swapped in whole by the stream's task, with
+/// a wake-up for requests waiting for something the stream has not made yet
+/// (a master playlist or a first segment).
+#[derive(Debug, Default)]
+pub struct SnapshotCell {
+    current: ArcSwap<StreamSnapshot>,
+    changed: Notify,
+}
+
+impl SnapshotCell {
+    pub fn load(&self) -> Arc<StreamSnapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot and wakes every waiter.
+    pub fn store(&self, snapshot: StreamSnapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.changed.notify_waiters();
+    }
+
+    /// The snapshot once `ready` holds for it, or as soon as the stream is
+    /// not live (nothing more is coming), or at `deadline`, whichever is
+    /// first.
+    pub async fn wait_for(
+        &self,
+        deadline: tokio::time::Instant,
+        ready: impl Fn(&StreamSnapshot) -> bool,
+    ) -> Arc<StreamSnapshot> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a store in between still wakes us.
+            changed.as_mut().enable();
+            let snapshot = self.load();
+            if ready(&snapshot) || !snapshot.live {
+                return snapshot;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.load();
+            }
+        }
+    }
+}
 
 /// Everything a player can fetch for a stream at one moment.
 #[derive(Debug, Default)]

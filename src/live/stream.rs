@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -15,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::MediaPacket;
-use super::manifests::{self, MpdContext, RenditionOutput, SessionPeriod};
-use super::meter::IngestMeter;
+use super::manifests::{self, EarlyRates, MpdContext, RenditionOutput, SessionPeriod};
+use super::meter::{IngestMeter, TrackRate};
 use super::mirror::{Mirror, MirrorHealth};
 use super::observe::{self, KeyframeClock, Quality};
 use super::registry::{PublishRefusal, StreamMap};
 use super::snapshot::{
-    IngestStatus, RenditionSnapshot, RenditionStatus, StreamSnapshot, StreamStatus,
+    IngestStatus, RenditionSnapshot, RenditionStatus, SnapshotCell, StreamSnapshot, StreamStatus,
 };
 use super::state::{self, PersistedState};
 use crate::config::{Config, DuplicatePolicy, TranscodeSettings};
@@ -91,6 +90,9 @@ struct Session {
     /// When the session's first pipeline started.
     live_since: Option<OffsetDateTime>,
     drain_until: Option<Instant>,
+    /// Source bitrates so far, for the master playlist's first moments.
+    video_rate: TrackRate,
+    audio_rate: TrackRate,
 }
 
 pub(super) struct StreamTask {
@@ -101,7 +103,7 @@ pub(super) struct StreamTask {
     /// The backend of the latest pipeline, as reported in the status.
     encoder: Arc<Backend>,
     inbox: mpsc::Receiver<Command>,
-    snapshot: Arc<ArcSwap<StreamSnapshot>>,
+    snapshot: Arc<SnapshotCell>,
     streams: Arc<StreamMap>,
     shutdown: CancellationToken,
     data_dir: PathBuf,
@@ -148,7 +150,7 @@ impl StreamTask {
         config: Arc<Config>,
         encoders: Arc<EncoderChoice>,
         inbox: mpsc::Receiver<Command>,
-        snapshot: Arc<ArcSwap<StreamSnapshot>>,
+        snapshot: Arc<SnapshotCell>,
         streams: Arc<StreamMap>,
         shutdown: CancellationToken,
         events: Arc<EventBus>,
@@ -333,6 +335,8 @@ impl StreamTask {
             started_at: None,
             live_since: None,
             drain_until: None,
+            video_rate: TrackRate::default(),
+            audio_rate: TrackRate::default(),
         });
         info!(peer = %peer, "publisher joined");
         Ok(())
@@ -348,6 +352,13 @@ impl StreamTask {
         let Some(session) = self.session.as_mut() else {
             return;
         };
+        match &packet {
+            MediaPacket::Video { dts_ms, data, .. } => {
+                session.video_rate.count(*dts_ms, data.len())
+            }
+            MediaPacket::Audio { dts_ms, data } => session.audio_rate.count(*dts_ms, data.len()),
+            _ => {}
+        }
         if let Some(pipeline) = &session.pipeline {
             feed(pipeline, session.base_ms.unwrap_or(0), packet);
             return;
@@ -533,6 +544,7 @@ impl StreamTask {
                         },
                         window,
                         frame_rate: 0.0,
+                        announced: None,
                         session_starts: Vec::new(),
                     }
                 });
@@ -540,6 +552,7 @@ impl StreamTask {
             // ended session, or one a takeover cut short) is a discontinuity.
             output.window.resume();
             output.window.mark_discontinuity();
+            output.announced = None;
         }
         self.publish_snapshot();
         if first_start {
@@ -558,6 +571,24 @@ impl StreamTask {
             return;
         }
         match output.event {
+            PipelineEvent::Format {
+                rendition,
+                info,
+                frame_rate,
+            } => {
+                let Some(plan) = session.plan.get(rendition) else {
+                    return;
+                };
+                let Some(out) = self.outputs.get_mut(&plan.name) else {
+                    return;
+                };
+                debug!(rendition = %plan.name, codec = %info.codec, "rendition format");
+                out.announced = Some(info);
+                if let Some(fps) = frame_rate {
+                    out.frame_rate = fps;
+                }
+                self.publish_snapshot();
+            }
             PipelineEvent::Init { rendition, data } => {
                 let Some(plan) = session.plan.get(rendition) else {
                     return;
@@ -801,6 +832,18 @@ impl StreamTask {
         }
     }
 
+    /// The source's bitrates so far in the current session.
+    fn early_rates(&self) -> EarlyRates {
+        let Some(session) = &self.session else {
+            return EarlyRates::default();
+        };
+        EarlyRates {
+            source_video_bps: session.video_rate.bits_per_second(),
+            source_fps: session.video_rate.packets_per_second(),
+            audio_bps: session.audio_rate.bits_per_second(),
+        }
+    }
+
     fn publish_snapshot(&mut self) {
         let mut renditions = HashMap::new();
         for (name, out) in &self.outputs {
@@ -826,7 +869,8 @@ impl StreamTask {
         let snapshot = StreamSnapshot {
             status: self.status(),
             live: self.publisher.is_some(),
-            master: manifests::master_playlist(&self.plan, &self.outputs).map(Bytes::from),
+            master: manifests::master_playlist(&self.plan, &self.outputs, &self.early_rates())
+                .map(Bytes::from),
             dash: self.dash_manifest(),
             thumbnail: self.thumbnail.clone(),
             renditions,
@@ -835,7 +879,7 @@ impl StreamTask {
             Some(mirror) => mirror.write(&snapshot),
             None => MirrorHealth::Unchanged,
         };
-        self.snapshot.store(Arc::new(snapshot));
+        self.snapshot.store(snapshot);
         match health {
             MirrorHealth::Unchanged => {}
             MirrorHealth::Failed(error) => self.publish(

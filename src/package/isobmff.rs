@@ -330,6 +330,45 @@ fn read_visual_entry(entry: Mp4Box<'_>, info: &mut InitInfo) -> Result<(), Packa
     Ok(())
 }
 
+/// What the master playlist needs of an H.264 track, from its `avcC` record
+/// and picture size, before the track's first segment exists.
+pub fn avc_track_info(avcc: &[u8], width: u32, height: u32) -> Result<InitInfo, PackageError> {
+    Ok(InitInfo {
+        kind: TrackKind::Video,
+        codec: avc_codec(*b"avc1", avcc)?,
+        width,
+        height,
+        timescale: 0,
+        sample_rate: 0,
+        channels: 0,
+    })
+}
+
+/// What the master playlist needs of an AAC track, from its
+/// AudioSpecificConfig, before the track's first segment exists.
+pub fn aac_track_info(
+    asc: &[u8],
+    sample_rate: u32,
+    channels: u16,
+) -> Result<InitInfo, PackageError> {
+    let audio_object_type = audio_object_type(asc)?;
+    if audio_object_type == 0 {
+        return Err(PackageError::Invalid {
+            what: "AudioSpecificConfig",
+            detail: "audio object type 0".to_owned(),
+        });
+    }
+    Ok(InitInfo {
+        kind: TrackKind::Audio,
+        codec: format!("mp4a.40.{audio_object_type}"),
+        width: 0,
+        height: 0,
+        timescale: 0,
+        sample_rate,
+        channels,
+    })
+}
+
 /// `avc1.PPCCLL` from an `avcC` payload (RFC 6381, uppercase hex like Apple).
 fn avc_codec(kind: [u8; 4], avcc: &[u8]) -> Result<String, PackageError> {
     let mut r = Reader::new(avcc, "avcC");
@@ -868,6 +907,21 @@ mod tests {
         assert_eq!(info.channels, 2);
         assert_eq!(info.timescale, 48_000);
         assert_eq!((info.width, info.height), (0, 0));
+    }
+
+    #[test]
+    fn track_info_from_decoder_configuration_matches_the_init() {
+        let video = avc_track_info(&[1, 0x64, 0x00, 0x1F, 0xFF], 1280, 720).expect("avcC");
+        let parsed = InitInfo::parse(&avc_init()).expect("valid init");
+        assert_eq!(video.codec, parsed.codec);
+        assert_eq!((video.width, video.height), (1280, 720));
+        assert!(avc_track_info(&[1, 0x64], 1280, 720).is_err());
+
+        let audio = aac_track_info(&[0x11, 0x90], 48_000, 2).expect("ASC");
+        assert_eq!(audio.codec, "mp4a.40.2");
+        assert_eq!((audio.sample_rate, audio.channels), (48_000, 2));
+        assert!(aac_track_info(&[0x00, 0x00], 48_000, 2).is_err());
+        assert!(aac_track_info(&[], 48_000, 2).is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::TranscodeError;
 use super::backend::{Backend, RungValues, build_chain};
 use super::plan::{RenditionKind, RenditionPlan, TrackSet};
+use crate::package::isobmff::{InitInfo, aac_track_info, avc_track_info};
 
 /// Elements every pipeline uses whatever the backend.
 pub const FIXED_ELEMENTS: &[&str] = &[
@@ -60,6 +61,15 @@ pub struct PipelineOutput {
 /// One report from a running pipeline.
 #[derive(Debug)]
 pub enum PipelineEvent {
+    /// The format a rendition's muxer was given, from its caps: known
+    /// before the muxer writes its header with the first fragment, so the
+    /// master playlist can list the rendition as soon as it starts.
+    Format {
+        rendition: usize,
+        info: InitInfo,
+        /// Frames per second, when the caps say (0/1 means unknown).
+        frame_rate: Option<f64>,
+    },
     /// A CMAF header (`ftyp` + `moov`) for a rendition.
     Init { rendition: usize, data: Bytes },
     /// A complete CMAF fragment (`moof` + `mdat`), one segment.
@@ -263,6 +273,7 @@ impl Builder<'_> {
             self.settings.generation,
             self.output.clone(),
         ));
+        report_format(&mux, index, self.settings.generation, self.output.clone());
         let sink: gst::Element = sink.upcast();
         self.add(&[mux.clone(), sink.clone()])?;
         link_chain(&[mux.clone(), sink])?;
@@ -542,6 +553,76 @@ fn pass_one_frame_per(queue: &gst::Element, interval: Duration) {
             }
         }
     });
+}
+
+/// Reports the caps that reach the muxer's sink pads (`cmafmux` has one,
+/// always there; muxers with request pads get theirs when linked) as
+/// [`PipelineEvent::Format`].
+fn report_format(
+    mux: &gst::Element,
+    rendition: usize,
+    generation: u64,
+    output: UnboundedSender<PipelineOutput>,
+) {
+    let watch = move |pad: &gst::Pad| {
+        let output = output.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, probe| {
+            if let Some(gst::EventView::Caps(caps)) = probe.event().map(|e| e.view())
+                && let Some(info) = track_info(caps.caps())
+            {
+                let frame_rate = caps_frame_rate(caps.caps());
+                let event = PipelineEvent::Format {
+                    rendition,
+                    info,
+                    frame_rate,
+                };
+                let _ = output.send(PipelineOutput { generation, event });
+            }
+            gst::PadProbeReturn::Ok
+        });
+    };
+    for pad in mux.sink_pads() {
+        watch(&pad);
+    }
+    mux.connect_pad_added(move |_, pad| {
+        if pad.direction() == gst::PadDirection::Sink {
+            watch(pad);
+        }
+    });
+}
+
+/// The frame rate of video caps, if they carry a known one.
+fn caps_frame_rate(caps: &gst::CapsRef) -> Option<f64> {
+    let rate = caps.structure(0)?.get::<gst::Fraction>("framerate").ok()?;
+    (rate.numer() > 0 && rate.denom() > 0)
+        .then(|| f64::from(rate.numer()) / f64::from(rate.denom()))
+}
+
+/// Codec, picture size and channels from H.264 or AAC caps that carry their
+/// decoder configuration; none for anything else.
+fn track_info(caps: &gst::CapsRef) -> Option<InitInfo> {
+    let s = caps.structure(0)?;
+    let config = s.get::<gst::Buffer>("codec_data").ok()?;
+    let config = config.map_readable().ok()?;
+    match s.name().as_str() {
+        "video/x-h264" => {
+            let width = u32::try_from(s.get::<i32>("width").ok()?).ok()?;
+            let height = u32::try_from(s.get::<i32>("height").ok()?).ok()?;
+            avc_track_info(config.as_slice(), width, height).ok()
+        }
+        "audio/mpeg" => {
+            let rate = s
+                .get::<i32>("rate")
+                .ok()
+                .and_then(|r| u32::try_from(r).ok());
+            let channels = s
+                .get::<i32>("channels")
+                .ok()
+                .and_then(|c| u16::try_from(c).ok());
+            aac_track_info(config.as_slice(), rate.unwrap_or(0), channels.unwrap_or(0)).ok()
+        }
+        _ => None,
+    }
 }
 
 fn thumbnail_callbacks(
