@@ -719,26 +719,40 @@ fn dash_signals_end_and_new_period_on_republish() {
 /// `interval_secs` (2 s here), not more often.
 #[test]
 fn thumbnails_update_while_live() {
-    const INTERVAL_SECS: u64 = 2;
     let config =
         ServerConfig::default().ladder(r#"[{ name = "240p", height = 240, video_kbps = 400 }]"#);
-    let extra = format!("[thumbnails]\ninterval_secs = {INTERVAL_SECS}.0\n");
-    let server = Server::start_with_extra_toml(&config, &extra);
+    check_thumbnails_change(&config, 2);
+}
+
+/// Without a ladder only the keyframes a thumbnail is due for are decoded:
+/// with a keyframe every 2 s and a thumbnail every 3 s, the thumbnail still
+/// changes every 2 to 4 s.
+#[test]
+fn passthrough_thumbnails_follow_their_interval() {
+    check_thumbnails_change(&ServerConfig::passthrough_only(), 3);
+}
+
+/// Publishes 720p and watches the thumbnail change for three intervals and
+/// a half. The decoder gives out a picture when the next one arrives, so
+/// the first thumbnail can take up to two intervals.
+fn check_thumbnails_change(config: &ServerConfig, interval_secs: u64) {
+    let extra = format!("[thumbnails]\ninterval_secs = {interval_secs}.0\n");
+    let server = Server::start_with_extra_toml(config, &extra);
     let url = server.thumbnail_url("cam1");
-    let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), 14.0, 1280, 720);
+    let seconds = 8.0 + 6.0 * interval_secs as f64;
+    let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), seconds, 1280, 720);
 
     let first = wait_for_thumbnail(&url);
-    check_thumbnail(&first, (320, 180), INTERVAL_SECS);
+    check_thumbnail(&first, (320, 180), interval_secs);
 
-    // Watch it for three intervals and a half.
     let started = Instant::now();
     let mut changes = vec![Duration::ZERO];
     let mut current = first.body;
-    while started.elapsed() < Duration::from_millis(INTERVAL_SECS * 3_500) {
+    while started.elapsed() < Duration::from_millis(interval_secs * 3_500) {
         thread::sleep(Duration::from_millis(250));
         let response = get_ok(&url);
         if response.body != current {
-            check_thumbnail(&response, (320, 180), INTERVAL_SECS);
+            check_thumbnail(&response, (320, 180), interval_secs);
             changes.push(started.elapsed());
             current = response.body;
         }
@@ -751,7 +765,7 @@ fn thumbnails_update_while_live() {
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
         .collect();
-    let interval = INTERVAL_SECS as f64;
+    let interval = interval_secs as f64;
     assert!(
         gaps.len() >= 2,
         "the thumbnail changed {} times in {:?} (changes at {changes:?})",

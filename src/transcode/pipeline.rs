@@ -312,9 +312,9 @@ impl Builder<'_> {
 
         let backend = self.settings.backend;
         let decode_queue = queue(Some(RAW_QUEUE_TIME))?;
-        if rungs.is_empty() {
-            // Only thumbnails want pictures: decoding keyframes is enough.
-            decode_keyframes_only(&decode_queue);
+        if let (true, Some(thumbnails)) = (rungs.is_empty(), thumbnails) {
+            // Only thumbnails want pictures: the keyframes they are due for.
+            decode_thumbnail_keyframes_only(&decode_queue, thumbnails.interval);
         }
         let mut decode = vec![decode_queue];
         decode.extend(build_chain(&backend.decode, None)?);
@@ -517,15 +517,30 @@ fn force_keyframes_on_grid(element: &gst::Element, segment: Duration) {
     });
 }
 
-/// Drops every frame but keyframes in front of the decoder, which then
-/// decodes a picture per GOP instead of every frame.
-fn decode_keyframes_only(queue: &gst::Element) {
+/// Drops, in front of the decoder, every frame but the keyframes that a
+/// thumbnail is due for: with thumbnails every 5 s and a keyframe every 2 s,
+/// the decoder sees one keyframe in two or three instead of every frame.
+fn decode_thumbnail_keyframes_only(queue: &gst::Element, interval: Duration) {
     let Some(pad) = queue.static_pad("src") else {
         return;
     };
-    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
-        Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => gst::PadProbeReturn::Drop,
-        _ => gst::PadProbeReturn::Ok,
+    let interval = gst::ClockTime::from_nseconds(interval.as_nanos() as u64);
+    let due: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(buffer) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            return gst::PadProbeReturn::Drop;
+        }
+        let (Some(pts), Ok(mut due)) = (buffer.pts(), due.lock()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if due.is_some_and(|due| pts < due) {
+            return gst::PadProbeReturn::Drop;
+        }
+        *due = Some(next_due(*due, pts, interval));
+        gst::PadProbeReturn::Ok
     });
 }
 
@@ -548,11 +563,26 @@ fn pass_one_frame_per(queue: &gst::Element, interval: Duration) {
         match *next {
             Some(due) if pts < due => gst::PadProbeReturn::Drop,
             _ => {
-                *next = Some(pts + interval);
+                *next = Some(next_due(*next, pts, interval));
                 gst::PadProbeReturn::Ok
             }
         }
     });
+}
+
+/// When the next thumbnail is due after a frame at `pts` was let through:
+/// one interval after the previous due time, so that frames arriving late
+/// (keyframes every 2 s against thumbnails every 5 s) keep the average
+/// interval; from `pts` again when more than an interval late.
+fn next_due(
+    due: Option<gst::ClockTime>,
+    pts: gst::ClockTime,
+    interval: gst::ClockTime,
+) -> gst::ClockTime {
+    match due {
+        Some(due) if pts < due + interval => due + interval,
+        _ => pts + interval,
+    }
 }
 
 /// Reports the caps that reach the muxer's sink pads (`cmafmux` has one,
@@ -787,5 +817,33 @@ mod tests {
         // Wider than the larger rung (a narrower aspect rung above it).
         assert_eq!(inputs.for_rung(900, 360), &decoded);
         assert_eq!(inputs.for_rung(640, 500), &decoded);
+    }
+
+    /// The frames a gate lets through, from frame times in seconds.
+    fn gate(times: &[u64], interval: u64) -> Vec<u64> {
+        let interval = gst::ClockTime::from_seconds(interval);
+        let mut due = None;
+        let mut passed = Vec::new();
+        for &t in times {
+            let pts = gst::ClockTime::from_seconds(t);
+            if due.is_some_and(|due| pts < due) {
+                continue;
+            }
+            due = Some(next_due(due, pts, interval));
+            passed.push(t);
+        }
+        passed
+    }
+
+    #[test]
+    fn thumbnails_keep_their_interval_on_sparse_keyframes() {
+        // Keyframes every 2 s, thumbnails every 5 s: 0, 6, 10, 16, 20.
+        let keyframes: Vec<u64> = (0..=20).step_by(2).collect();
+        assert_eq!(gate(&keyframes, 5), vec![0, 6, 10, 16, 20]);
+        // Every second: exactly every 5 s.
+        let frames: Vec<u64> = (0..=20).collect();
+        assert_eq!(gate(&frames, 5), vec![0, 5, 10, 15, 20]);
+        // After a gap longer than the interval the count restarts.
+        assert_eq!(gate(&[0, 30, 32, 35, 36], 5), vec![0, 30, 35]);
     }
 }
