@@ -351,13 +351,24 @@ fn dash_and_hls_reference_identical_files() {
     check_error(&unknown, 404, "STREAM_NOT_FOUND");
     let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), 12.0, SOURCE.0, SOURCE.1);
 
-    // The first answer once the publish registers, before any segment.
+    // The first answer once the publish registers is held until every
+    // representation has its first segment, then lists them all.
     let starting = wait_until("cam1 to register", READY_TIMEOUT, || {
         let response = get(&mpd_url)?;
         ensure!(response.status != 404, "{}", response.text());
         Ok(response)
     });
-    check_error(&starting, 503, "STREAM_STARTING");
+    assert_eq!(starting.status, 200, "{}", starting.text());
+    let ids: BTreeSet<String> = Mpd::parse(&starting.text())
+        .expect("MPD")
+        .representations()
+        .map(|(_, _, r)| r.id().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["240p", "360p", "source", "audio"].map(String::from)),
+        "the first MPD"
+    );
 
     let (first, first_mpd) = wait_for_mpd(&mpd_url, READY_TIMEOUT);
     assert!(

@@ -990,6 +990,16 @@ impl StreamTask {
 impl StreamTask {
     fn dash_manifest(&self) -> Option<(Bytes, Bytes)> {
         let availability_start = self.availability_start?;
+        // Players read the adaptation sets once: a starting stream's MPD
+        // waits for every rendition's first segment.
+        let starting = self.plan.iter().any(|r| {
+            self.outputs
+                .get(&r.name)
+                .is_none_or(|out| out.window.segments().next().is_none())
+        });
+        if starting {
+            return None;
+        }
         let mut order: Vec<&str> = self.plan.iter().map(|r| r.name.as_str()).collect();
         let mut others: Vec<&str> = self
             .outputs

@@ -1,7 +1,7 @@
 //! The live pipeline of one stream session.
 //!
 //! ```text
-//! appsrc(h264) ! h264parse ! tee ─┬─ queue ! cmafmux ! appsink        (source)
+//! appsrc(h264) ! h264parse ! tee ─┬─ cmafmux ! appsink                (source)
 //!                                 └─ queue ! decode ! videoconvert ! I420
 //!                                      ! [force keyframes] ! tee ─┬─ queue ! scale ! encode
 //!                                                                 │    ! h264parse ! cmafmux
@@ -298,10 +298,11 @@ impl Builder<'_> {
         link_chain(&[src_el, parse, tee.clone()])?;
 
         if let Some(index) = position(renditions, |k| k == &RenditionKind::Passthrough) {
-            let q = queue(None)?;
-            self.add(std::slice::from_ref(&q))?;
+            // No queue: the source's own thread muxes the passthrough (the
+            // decode branch has its queue), one thread hand-off fewer for
+            // every frame, which is most of what a passthrough costs.
             let mux = self.mux_sink(index)?;
-            link_chain(&[tee.clone(), q, mux])?;
+            link_chain(&[tee.clone(), mux])?;
         }
 
         let rungs = largest_first(renditions);
