@@ -508,8 +508,6 @@ fn ffmpeg_publish_serves_checked_ladder() {
     );
 }
 
-/// GStreamer's `rtmp2sink` publishes 640x360: the 720p and 360p rungs are
-/// skipped, and the first segment of each rendition decodes at its size.
 /// A player that asks as soon as the publisher starts gets the master
 /// playlist (codecs, sizes, bitrates, frame rate) before the first segment
 /// is complete, and a media playlist asked for then is held until its first
@@ -517,19 +515,7 @@ fn ffmpeg_publish_serves_checked_ladder() {
 /// master a clear lead on two busy cores.
 #[test]
 fn master_playlist_comes_before_the_first_segment() {
-    const SOURCE: (u32, u32) = (1280, 720);
-    let server = ServerConfig {
-        segment_secs: 4.0,
-        ..ServerConfig::default()
-    }
-    .ladder(LADDER)
-    .start();
-    let master_url = server.master_url("cam1");
-    let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), 9.0, SOURCE.0, SOURCE.1);
-
-    let master_response = wait_for_master(&master_url, READY_TIMEOUT);
-    let master_at = unix_millis(SystemTime::now());
-    let listed = checked_ladder_master(&master_url, &master_response, SOURCE);
+    let listed = check_master_before_first_segment(ServerConfig::default().ladder(LADDER));
     let bandwidth = |name: &str| listed.variants[name].1.bandwidth;
     assert!(
         bandwidth("source") > bandwidth("360p") && bandwidth("360p") > bandwidth("240p"),
@@ -540,6 +526,37 @@ fn master_playlist_comes_before_the_first_segment() {
             .map(|(_, v)| v.bandwidth)
             .collect::<Vec<_>>()
     );
+}
+
+/// The same without a ladder: the source's bitrate so far stands in for
+/// the passthrough's until it has a segment.
+#[test]
+fn passthrough_master_playlist_comes_before_the_first_segment() {
+    let listed = check_master_before_first_segment(ServerConfig::passthrough_only());
+    let names: BTreeSet<_> = listed.variants.keys().map(String::as_str).collect();
+    assert_eq!(names, BTreeSet::from(["source"]), "variants");
+}
+
+/// Publishes 720p with 4 s segments, checks the master playlist's variants
+/// and that it came before the first segment of any rendition ended, and
+/// that each media playlist, asked for at once, lists a segment.
+fn check_master_before_first_segment(config: ServerConfig) -> Renditions {
+    const SOURCE: (u32, u32) = (1280, 720);
+    let server = ServerConfig {
+        segment_secs: 4.0,
+        ..config
+    }
+    .start();
+    let master_url = server.master_url("cam1");
+    let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), 9.0, SOURCE.0, SOURCE.1);
+
+    let master_response = wait_for_master(&master_url, READY_TIMEOUT);
+    let master_at = unix_millis(SystemTime::now());
+    let master = parse_master(&master_response.body).expect("master playlist");
+    let listed = renditions(&master_url, &master);
+    for (name, (_, variant)) in &listed.variants {
+        check_variant_attributes(name, variant, SOURCE);
+    }
 
     let mut urls: Vec<String> = listed.variants.values().map(|(u, _)| u.clone()).collect();
     urls.push(listed.audio_url.clone());
@@ -564,6 +581,7 @@ fn master_playlist_comes_before_the_first_segment() {
         master_at - first_end
     );
     publisher.wait_success(Duration::from_secs(40));
+    listed
 }
 
 fn unix_millis(at: SystemTime) -> i64 {
@@ -571,6 +589,8 @@ fn unix_millis(at: SystemTime) -> i64 {
     i64::try_from(since.as_millis()).expect("milliseconds fit")
 }
 
+/// GStreamer's `rtmp2sink` publishes 640x360: the 720p and 360p rungs are
+/// skipped, and the first segment of each rendition decodes at its size.
 #[test]
 fn gstreamer_publish_serves_decodable_renditions() {
     const SOURCE: (u32, u32) = (640, 360);

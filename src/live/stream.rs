@@ -119,6 +119,10 @@ pub(super) struct StreamTask {
     /// Publish sessions with segments still in the window, oldest first.
     periods: Vec<SessionPeriod>,
     thumbnail: Option<Bytes>,
+    /// Every rendition has announced its format but the source has not yet
+    /// sent enough to estimate a bitrate: the master playlist is retried as
+    /// media arrives.
+    master_waiting: bool,
     meter: IngestMeter,
     ingest: IngestStatus,
     /// Source video frames dropped (waiting for a keyframe after a
@@ -183,6 +187,7 @@ impl StreamTask {
             availability_start: None,
             periods: Vec::new(),
             thumbnail: None,
+            master_waiting: false,
             meter: IngestMeter::new(Instant::now()),
             ingest: IngestStatus::default(),
             dropped_frames: 0,
@@ -361,6 +366,9 @@ impl StreamTask {
         }
         if let Some(pipeline) = &session.pipeline {
             feed(pipeline, session.base_ms.unwrap_or(0), packet);
+            if self.master_waiting && self.master().is_some() {
+                self.publish_snapshot();
+            }
             return;
         }
         if session.awaiting_keyframe {
@@ -844,7 +852,19 @@ impl StreamTask {
         }
     }
 
+    fn master(&self) -> Option<String> {
+        manifests::master_playlist(&self.plan, &self.outputs, &self.early_rates())
+    }
+
     fn publish_snapshot(&mut self) {
+        let master = self.master().map(Bytes::from);
+        self.master_waiting = master.is_none()
+            && self.publisher.is_some()
+            && self.plan.iter().all(|r| {
+                self.outputs
+                    .get(&r.name)
+                    .is_some_and(|out| out.announced.is_some())
+            });
         let mut renditions = HashMap::new();
         for (name, out) in &self.outputs {
             let window = &out.window;
@@ -869,8 +889,7 @@ impl StreamTask {
         let snapshot = StreamSnapshot {
             status: self.status(),
             live: self.publisher.is_some(),
-            master: manifests::master_playlist(&self.plan, &self.outputs, &self.early_rates())
-                .map(Bytes::from),
+            master,
             dash: self.dash_manifest(),
             thumbnail: self.thumbnail.clone(),
             renditions,
