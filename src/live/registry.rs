@@ -142,9 +142,8 @@ impl Registry {
         deadline: tokio::time::Instant,
         ready: impl Fn(&StreamSnapshot) -> bool,
     ) -> Option<Arc<StreamSnapshot>> {
-        let snapshot = self.snapshot(stream)?;
-        if ready(&snapshot) || !snapshot.live {
-            return Some(snapshot);
+        if !self.catalog.contains(stream) {
+            return None;
         }
         let cell = self.streams.get(stream).map(|h| h.snapshot.clone())?;
         let snapshot = cell.wait_for(deadline, ready).await;

@@ -37,6 +37,11 @@ impl SnapshotCell {
         deadline: tokio::time::Instant,
         ready: impl Fn(&StreamSnapshot) -> bool,
     ) -> Arc<StreamSnapshot> {
+        let snapshot = self.load();
+        if ready(&snapshot) || !snapshot.live {
+            // The usual case, without touching the wake-up list.
+            return snapshot;
+        }
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);

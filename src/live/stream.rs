@@ -584,13 +584,11 @@ impl StreamTask {
                 info,
                 frame_rate,
             } => {
-                let Some(plan) = session.plan.get(rendition) else {
+                let Some((name, out)) = planned_output(&session.plan, &mut self.outputs, rendition)
+                else {
                     return;
                 };
-                let Some(out) = self.outputs.get_mut(&plan.name) else {
-                    return;
-                };
-                debug!(rendition = %plan.name, codec = %info.codec, "rendition format");
+                debug!(rendition = %name, codec = %info.codec, "rendition format");
                 out.announced = Some(info);
                 if let Some(fps) = frame_rate {
                     out.frame_rate = fps;
@@ -598,14 +596,12 @@ impl StreamTask {
                 self.publish_snapshot();
             }
             PipelineEvent::Init { rendition, data } => {
-                let Some(plan) = session.plan.get(rendition) else {
-                    return;
-                };
-                let Some(out) = self.outputs.get_mut(&plan.name) else {
+                let Some((name, out)) = planned_output(&session.plan, &mut self.outputs, rendition)
+                else {
                     return;
                 };
                 if let Err(e) = out.window.set_init(data) {
-                    warn!(rendition = %plan.name, error = %e, "unusable init segment");
+                    warn!(rendition = %name, error = %e, "unusable init segment");
                 }
                 let next = out.window.next_init_id();
                 if next > self.persisted.next_init_id {
@@ -1125,6 +1121,16 @@ fn feed(pipeline: &LivePipeline, base_ms: i64, packet: MediaPacket) {
         }
         MediaPacket::TimestampJump => {}
     }
+}
+
+/// The output of the session's rendition number `index`, with its name.
+fn planned_output<'a>(
+    plan: &'a [RenditionPlan],
+    outputs: &'a mut HashMap<String, RenditionOutput>,
+    index: usize,
+) -> Option<(&'a str, &'a mut RenditionOutput)> {
+    let name = plan.get(index)?.name.as_str();
+    Some((name, outputs.get_mut(name)?))
 }
 
 /// The software backend that replaces `backend` when it fails; none when

@@ -351,16 +351,9 @@ pub fn aac_track_info(
     sample_rate: u32,
     channels: u16,
 ) -> Result<InitInfo, PackageError> {
-    let audio_object_type = audio_object_type(asc)?;
-    if audio_object_type == 0 {
-        return Err(PackageError::Invalid {
-            what: "AudioSpecificConfig",
-            detail: "audio object type 0".to_owned(),
-        });
-    }
     Ok(InitInfo {
         kind: TrackKind::Audio,
-        codec: format!("mp4a.40.{audio_object_type}"),
+        codec: aac_codec(asc)?,
         width: 0,
         height: 0,
         timescale: 0,
@@ -475,6 +468,11 @@ fn mp4a_codec(esds: &[u8]) -> Result<String, PackageError> {
         DECODER_SPECIFIC_INFO_TAG,
         "DecoderSpecificInfo",
     )?;
+    aac_codec(asc)
+}
+
+/// `mp4a.40.N` from an AudioSpecificConfig.
+fn aac_codec(asc: &[u8]) -> Result<String, PackageError> {
     let audio_object_type = audio_object_type(asc)?;
     if audio_object_type == 0 {
         return Err(PackageError::Invalid {
