@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Probe, Response, ServerConfig, TEST_ORIGIN, assert_rendition_size, check_avc_codec,
+    Mpd, Probe, Response, ServerConfig, TEST_ORIGIN, assert_rendition_size, check_avc_codec,
     decode_fragment, fetch_media, get, get_ok, last_sequence, max_age, parse_master, parse_media,
     probe_fragment, publish_ffmpeg, publish_ffmpeg_keyframes, publish_gst, raw_get, rendition_of,
     resolve, run_bigfoot, wait_for_master, wait_until,
@@ -980,4 +980,96 @@ fn sigterm_ends_streams_and_exits_cleanly() {
         "no #EXT-X-ENDLIST in {} after SIGTERM",
         mirrored.display()
     );
+}
+
+/// A publisher that leaves before its first segment is complete: the
+/// playlist and manifest requests held for that segment are answered with
+/// the segment its end flushed and the end of the stream, never with an
+/// empty playlist or a 404; a rendition the stream does not have is
+/// refused at once instead of being held.
+#[test]
+fn publisher_leaving_before_the_first_segment_answers_held_requests() {
+    const SOURCE: (u32, u32) = (640, 360);
+    let server = ServerConfig::default().ladder(LADDER).start();
+    let master_url = server.master_url("cam1");
+    // Shorter than one 2 s segment: the only segment is cut by the end.
+    let mut publisher = publish_ffmpeg(&server.rtmp_url("secretkey1"), 1.8, SOURCE.0, SOURCE.1);
+
+    let master = parse_master(&wait_for_master(&master_url, READY_TIMEOUT).body).expect("master");
+    let listed = renditions(&master_url, &master);
+    let mut urls: Vec<String> = listed.variants.values().map(|(u, _)| u.clone()).collect();
+    urls.push(listed.audio_url.clone());
+    let held: Vec<_> = urls
+        .into_iter()
+        .map(|url| std::thread::spawn(move || (get(&url), url)))
+        .collect();
+    let mpd_url = server.mpd_url("cam1");
+    let mpd = std::thread::spawn(move || get(&mpd_url));
+
+    let asked = Instant::now();
+    let unknown = get(&server.media_url("cam1", "nosuch")).expect("unknown rendition");
+    assert_eq!(unknown.status, 404, "unknown rendition");
+    assert_eq!(
+        check_error_body("unknown rendition", &unknown.body),
+        "RENDITION_NOT_FOUND"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "an unknown rendition was held for {:?}",
+        asked.elapsed()
+    );
+
+    let mut answers = Vec::new();
+    for handle in held {
+        let (response, url) = handle.join().expect("request thread");
+        let response = response.unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        assert_eq!(response.status, 200, "{url}: {}", response.text());
+        let playlist = parse_media(&response.body).expect("media playlist");
+        assert!(
+            !playlist.segments.is_empty(),
+            "{url}: held answer without a segment"
+        );
+        answers.push((url, playlist));
+    }
+    publisher.wait_success(Duration::from_secs(20));
+    for (url, held) in answers {
+        let ended = wait_for_endlist(&url);
+        assert_eq!(
+            ended.target_duration, held.target_duration,
+            "{url}: the target duration changed"
+        );
+        assert_eq!(ended.segments.len(), 1, "{url}: one segment for 1.8 s");
+        let segment = &ended.segments[0];
+        assert_eq!(
+            segment.uri, held.segments[0].uri,
+            "{url}: the segment changed"
+        );
+        assert!(
+            f64::from(segment.duration).round() as u64 <= ended.target_duration,
+            "{url}: segment of {} s over the target duration {}",
+            segment.duration,
+            ended.target_duration
+        );
+    }
+    let mpd = mpd.join().expect("request thread").expect("manifest");
+    assert_eq!(
+        mpd.status,
+        200,
+        "manifest: {}",
+        String::from_utf8_lossy(&mpd.body)
+    );
+    let mpd = Mpd::parse(&mpd.text()).expect("scan the MPD");
+    let mut ids = BTreeSet::new();
+    for (_, _, representation) in mpd.representations() {
+        let segments = representation.segments().expect("segment timeline");
+        assert!(!segments.is_empty(), "{}: no segment", representation.id());
+        ids.insert(representation.id().to_string());
+    }
+    let expected: BTreeSet<String> = listed
+        .variants
+        .keys()
+        .cloned()
+        .chain(["audio".to_string()])
+        .collect();
+    assert_eq!(ids, expected, "representations of the held manifest");
 }

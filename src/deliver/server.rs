@@ -212,7 +212,7 @@ impl Delivery {
                         mpd.extend_from_slice(after);
                         respond::body(mpd.into(), MPD, playback.playlist_max_age_secs)
                     }
-                    None => starting_or_not_found(&stream, snapshot.live),
+                    None => starting_or_not_found(&stream, snapshot.pending),
                 }
             }
             Route::Thumbnail { stream } => {
@@ -237,25 +237,33 @@ impl Delivery {
                     Some(master) => {
                         respond::body(master.clone(), M3U8, playback.playlist_max_age_secs)
                     }
-                    None => starting_or_not_found(&stream, snapshot.live),
+                    None => starting_or_not_found(&stream, snapshot.pending),
                 }
             }
             Route::Media { stream, rendition } => {
-                let ready = |s: &StreamSnapshot| {
-                    s.renditions
-                        .get(&rendition)
-                        .is_some_and(|r| !r.segments.is_empty())
+                // Held until the rendition has a segment, or until the
+                // current session's plan shows it does not exist.
+                let ready = |s: &StreamSnapshot| match s.renditions.get(&rendition) {
+                    Some(r) => !r.segments.is_empty(),
+                    None => s.planned,
                 };
                 let Some(snapshot) = self.snapshot_when(&stream, ready).await else {
                     return stream_not_found(&stream);
                 };
-                rendition_file(&snapshot, &rendition, |r| {
-                    Some(respond::body(
-                        r.playlist.clone(),
-                        M3U8,
-                        playback.playlist_max_age_secs,
-                    ))
-                })
+                match snapshot.renditions.get(&rendition) {
+                    // A playlist without segments is never served: its
+                    // target duration may not be final yet.
+                    Some(r) if r.segments.is_empty() => {
+                        starting_or_not_found(&stream, snapshot.pending)
+                    }
+                    _ => rendition_file(&snapshot, &rendition, |r| {
+                        Some(respond::body(
+                            r.playlist.clone(),
+                            M3U8,
+                            playback.playlist_max_age_secs,
+                        ))
+                    }),
+                }
             }
             Route::Init {
                 stream,
@@ -424,8 +432,8 @@ enum Refusal {
     Token(TokenError),
 }
 
-fn starting_or_not_found(stream: &str, live: bool) -> Response<Body> {
-    if live {
+fn starting_or_not_found(stream: &str, pending: bool) -> Response<Body> {
+    if pending {
         return respond::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "STREAM_STARTING",

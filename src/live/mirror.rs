@@ -182,6 +182,8 @@ mod tests {
         StreamSnapshot {
             status: Default::default(),
             live: true,
+            pending: true,
+            planned: true,
             master: Some(Bytes::from_static(b"#EXTM3U\n")),
             dash: None,
             thumbnail: None,

@@ -29,16 +29,16 @@ impl SnapshotCell {
         self.changed.notify_waiters();
     }
 
-    /// The snapshot once `ready` holds for it, or as soon as the stream is
-    /// not live (nothing more is coming), or at `deadline`, whichever is
-    /// first.
+    /// The snapshot once `ready` holds for it, or as soon as nothing more
+    /// is coming (no publisher and no media left to drain), or at
+    /// `deadline`, whichever is first.
     pub async fn wait_for(
         &self,
         deadline: tokio::time::Instant,
         ready: impl Fn(&StreamSnapshot) -> bool,
     ) -> Arc<StreamSnapshot> {
         let snapshot = self.load();
-        if ready(&snapshot) || !snapshot.live {
+        if ready(&snapshot) || !snapshot.pending {
             // The usual case, without touching the wake-up list.
             return snapshot;
         }
@@ -48,7 +48,7 @@ impl SnapshotCell {
             // Registered before the check, so a store in between still wakes us.
             changed.as_mut().enable();
             let snapshot = self.load();
-            if ready(&snapshot) || !snapshot.live {
+            if ready(&snapshot) || !snapshot.pending {
                 return snapshot;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -64,6 +64,12 @@ pub struct StreamSnapshot {
     pub status: StreamStatus,
     /// Whether a publisher is sending now.
     pub live: bool,
+    /// Whether more media is coming: a publisher is sending, or the
+    /// pipeline is still flushing what the last one sent.
+    pub pending: bool,
+    /// Whether the current session's renditions are known (its pipeline
+    /// has started), so a name outside them will not appear.
+    pub planned: bool,
     /// The master playlist, once every rendition has a segment.
     pub master: Option<Bytes>,
     /// The DASH MPD, split where delivery writes the clock endpoint's URL.
@@ -130,4 +136,49 @@ pub struct RenditionStatus {
     pub fps: Option<f64>,
     /// `passthrough`, `copy` (audio) or the encoder backend.
     pub encoder: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn with(pending: bool, master: Option<&'static [u8]>) -> StreamSnapshot {
+        StreamSnapshot {
+            pending,
+            master: master.map(Bytes::from_static),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_when_ready_or_when_nothing_more_is_coming() {
+        let has_master = |s: &StreamSnapshot| s.master.is_some();
+        let cell = Arc::new(SnapshotCell::default());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+
+        // Nothing pending: answered at once, not ready.
+        cell.store(with(false, None));
+        let now = tokio::time::Instant::now();
+        assert!(cell.wait_for(deadline, has_master).await.master.is_none());
+        assert_eq!(now.elapsed(), Duration::ZERO);
+
+        // Pending (a pipeline still flushing): held until the master exists.
+        cell.store(with(true, None));
+        let waiter = {
+            let cell = cell.clone();
+            tokio::spawn(async move { cell.wait_for(deadline, has_master).await })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!waiter.is_finished(), "answered before the master existed");
+        cell.store(with(false, Some(b"#EXTM3U\n")));
+        let answered = waiter.await.expect("waiter");
+        assert_eq!(answered.master.as_deref(), Some(&b"#EXTM3U\n"[..]));
+
+        // Pending and never ready: answered at the deadline.
+        cell.store(with(true, None));
+        let answered = cell.wait_for(deadline, has_master).await;
+        assert!(answered.master.is_none());
+        assert!(tokio::time::Instant::now() >= deadline);
+    }
 }

@@ -885,6 +885,8 @@ impl StreamTask {
         let snapshot = StreamSnapshot {
             status: self.status(),
             live: self.publisher.is_some(),
+            pending: self.publisher.is_some() || self.session.is_some(),
+            planned: self.session.as_ref().is_some_and(|s| s.pipeline.is_some()),
             master,
             dash: self.dash_manifest(),
             thumbnail: self.thumbnail.clone(),
