@@ -735,9 +735,9 @@ fn thumbnails_update_while_live() {
     check_thumbnails_change(&config, 2);
 }
 
-/// Without a ladder only the keyframes a thumbnail is due for are decoded:
-/// with a keyframe every 2 s and a thumbnail every 3 s, the thumbnail still
-/// changes every 2 to 4 s.
+/// Without a ladder only the keyframes a thumbnail is due for are decoded,
+/// one at a time: with a keyframe every 2 s and a thumbnail every 3 s, the
+/// thumbnail still changes every 2 to 4 s.
 #[test]
 fn passthrough_thumbnails_follow_their_interval() {
     check_thumbnails_change(&ServerConfig::passthrough_only(), 3);

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod pipeline;
 pub mod plan;
 pub mod select;
+pub mod stills;
 
 use std::path::PathBuf;
 

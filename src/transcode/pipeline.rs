@@ -14,6 +14,9 @@
 //! the rung above it (`scale ! tee ! encode`, the tee feeding the next
 //! rung's queue), which costs the software scaler about a third less.
 //!
+//! A pipeline without transcoded rungs has no decoder: its thumbnails are
+//! made from single keyframes by [`super::stills`].
+//!
 //! Keyframes are forced on a fixed grid of segment boundaries measured from
 //! the first decoded frame, on the single raw branch that feeds every rung,
 //! so every transcoded rendition starts each segment at the same
@@ -29,6 +32,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::TranscodeError;
 use super::backend::{Backend, RungValues, build_chain};
 use super::plan::{RenditionKind, RenditionPlan, TrackSet};
+use super::stills::{KeyframeStills, thumbnail_size};
 use crate::package::isobmff::{InitInfo, aac_track_info, avc_track_info};
 
 /// Elements every pipeline uses whatever the backend.
@@ -93,6 +97,8 @@ pub struct LivePipeline {
     pipeline: gst::Pipeline,
     video_src: Option<gst_app::AppSrc>,
     audio_src: Option<gst_app::AppSrc>,
+    /// Thumbnails made from single keyframes, when nothing else decodes.
+    stills: Option<KeyframeStills>,
 }
 
 /// What [`LivePipeline::start`] needs besides the renditions.
@@ -127,6 +133,7 @@ impl LivePipeline {
             pipeline: &pipeline,
             settings,
             output: output.clone(),
+            stills: None,
         };
 
         let video_src = match &tracks.video {
@@ -145,16 +152,21 @@ impl LivePipeline {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| TranscodeError::Start(e.to_string()))?;
+        let stills = builder.stills.take();
         Ok(Self {
             pipeline,
             video_src,
             audio_src,
+            stills,
         })
     }
 
     /// Feeds one access unit of source video.
     pub fn push_video(&self, pts: gst::ClockTime, dts: gst::ClockTime, key: bool, data: Bytes) {
         let Some(src) = &self.video_src else { return };
+        if let (true, Some(stills)) = (key, &self.stills) {
+            stills.offer(pts, &data);
+        }
         let mut buffer = gst::Buffer::from_slice(data);
         if let Some(b) = buffer.get_mut() {
             b.set_pts(pts);
@@ -214,19 +226,32 @@ struct Builder<'a> {
     pipeline: &'a gst::Pipeline,
     settings: &'a PipelineSettings<'a>,
     output: UnboundedSender<PipelineOutput>,
+    stills: Option<KeyframeStills>,
 }
 
-fn make(factory: &str) -> Result<gst::Element, TranscodeError> {
+pub(super) fn make(factory: &str) -> Result<gst::Element, TranscodeError> {
     gst::ElementFactory::make(factory)
         .build()
         .map_err(|_| TranscodeError::MissingElement(factory.to_string()))
 }
 
-fn link_chain(elements: &[gst::Element]) -> Result<(), TranscodeError> {
+pub(super) fn link_chain(elements: &[gst::Element]) -> Result<(), TranscodeError> {
     gst::Element::link_many(elements.iter()).map_err(|e| {
         let names: Vec<_> = elements.iter().map(|e| e.name().to_string()).collect();
         TranscodeError::Link(format!("{} ({e})", names.join(" ! ")))
     })
+}
+
+/// A capsfilter that fixes raw video to I420.
+pub(super) fn i420_filter() -> Result<gst::Element, TranscodeError> {
+    let filter = make("capsfilter")?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .build(),
+    );
+    Ok(filter)
 }
 
 fn queue(max_time: Option<Duration>) -> Result<gst::Element, TranscodeError> {
@@ -307,26 +332,27 @@ impl Builder<'_> {
 
         let rungs = largest_first(renditions);
         let thumbnails = self.settings.thumbnails;
-        if rungs.is_empty() && thumbnails.is_none() {
+        let backend = self.settings.backend;
+        if rungs.is_empty() {
+            // Nothing else wants pictures: thumbnails decode single keyframes
+            // on their own, and the pipeline has no decoder at all.
+            self.stills = thumbnails.map(|settings| {
+                KeyframeStills::new(
+                    video,
+                    &backend.decode,
+                    settings,
+                    self.settings.generation,
+                    self.settings.stream,
+                    self.output.clone(),
+                )
+            });
             return Ok(src);
         }
 
-        let backend = self.settings.backend;
-        let decode_queue = queue(Some(RAW_QUEUE_TIME))?;
-        if let (true, Some(thumbnails)) = (rungs.is_empty(), thumbnails) {
-            // Only thumbnails want pictures: the keyframes they are due for.
-            decode_thumbnail_keyframes_only(&decode_queue, thumbnails.interval);
-        }
-        let mut decode = vec![decode_queue];
+        let mut decode = vec![queue(Some(RAW_QUEUE_TIME))?];
         decode.extend(build_chain(&backend.decode, None)?);
         decode.push(make("videoconvert")?);
-        let i420 = make("capsfilter")?;
-        i420.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .build(),
-        );
+        let i420 = i420_filter()?;
         decode.push(i420.clone());
         let raw_tee = make("tee")?;
         decode.push(raw_tee.clone());
@@ -389,8 +415,7 @@ impl Builder<'_> {
         gate.set_property_from_str("leaky", "downstream");
         let scale = make("videoscale")?;
         let size = make("capsfilter")?;
-        let width = settings.width.min(video.width.max(2)) / 2 * 2;
-        let height = super::plan::scaled_width(video.height, video.width, width);
+        let (width, height) = thumbnail_size(video, settings.width);
         size.set_property(
             "caps",
             gst::Caps::builder("video/x-raw")
@@ -518,33 +543,6 @@ fn force_keyframes_on_grid(element: &gst::Element, segment: Duration) {
     });
 }
 
-/// Drops, in front of the decoder, every frame but the keyframes that a
-/// thumbnail is due for: with thumbnails every 5 s and a keyframe every 2 s,
-/// the decoder sees one keyframe in two or three instead of every frame.
-fn decode_thumbnail_keyframes_only(queue: &gst::Element, interval: Duration) {
-    let Some(pad) = queue.static_pad("src") else {
-        return;
-    };
-    let interval = gst::ClockTime::from_nseconds(interval.as_nanos() as u64);
-    let due: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(buffer) = info.buffer() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-            return gst::PadProbeReturn::Drop;
-        }
-        let (Some(pts), Ok(mut due)) = (buffer.pts(), due.lock()) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        if due.is_some_and(|due| pts < due) {
-            return gst::PadProbeReturn::Drop;
-        }
-        *due = Some(next_due(*due, pts, interval));
-        gst::PadProbeReturn::Ok
-    });
-}
-
 /// Lets the first frame through, then one frame per `interval`. The gate
 /// sits after the leaky queue: dropping on the queue's sink pad makes
 /// GStreamer 1.22 unref a null buffer.
@@ -575,7 +573,7 @@ fn pass_one_frame_per(queue: &gst::Element, interval: Duration) {
 /// one interval after the previous due time, so that frames arriving late
 /// (keyframes every 2 s against thumbnails every 5 s) keep the average
 /// interval; from `pts` again when more than an interval late.
-fn next_due(
+pub(super) fn next_due(
     due: Option<gst::ClockTime>,
     pts: gst::ClockTime,
     interval: gst::ClockTime,
@@ -730,7 +728,7 @@ fn fragment_callbacks(
         .build()
 }
 
-fn copy_out<'a>(buffers: impl Iterator<Item = &'a gst::BufferRef>) -> Bytes {
+pub(super) fn copy_out<'a>(buffers: impl Iterator<Item = &'a gst::BufferRef>) -> Bytes {
     let mut out = Vec::new();
     for buffer in buffers {
         if let Ok(map) = buffer.map_readable() {
