@@ -251,10 +251,11 @@ impl Delivery {
                     return stream_not_found(&stream);
                 };
                 match snapshot.renditions.get(&rendition) {
-                    // A playlist without segments is never served: its
-                    // target duration may not be final yet.
-                    Some(r) if r.segments.is_empty() => {
-                        starting_or_not_found(&stream, snapshot.pending)
+                    // No playlist without segments while more media is
+                    // coming: its target duration may not be final yet. An
+                    // ended rendition's playlist is (it says it ended).
+                    Some(r) if r.segments.is_empty() && snapshot.pending => {
+                        starting_or_not_found(&stream, true)
                     }
                     _ => rendition_file(&snapshot, &rendition, |r| {
                         Some(respond::body(

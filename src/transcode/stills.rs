@@ -40,6 +40,9 @@ pub struct KeyframeStills {
     /// A thumbnail is being made; keyframes that arrive meanwhile are not
     /// taken (the next one is).
     busy: Arc<AtomicBool>,
+    /// The last thumbnail failed: the next failures are not warned about
+    /// again (a broken decoder would fail every interval).
+    failing: Arc<AtomicBool>,
     generation: u64,
     stream: Arc<str>,
     output: UnboundedSender<PipelineOutput>,
@@ -81,6 +84,7 @@ impl KeyframeStills {
             interval: gst::ClockTime::from_nseconds(settings.interval.as_nanos() as u64),
             due: Mutex::new(None),
             busy: Arc::new(AtomicBool::new(false)),
+            failing: Arc::new(AtomicBool::new(false)),
             generation,
             stream: stream.into(),
             output,
@@ -101,6 +105,7 @@ impl KeyframeStills {
 
         let job = self.job.clone();
         let busy = self.busy.clone();
+        let failing = self.failing.clone();
         let output = self.output.clone();
         let stream = self.stream.clone();
         let generation = self.generation;
@@ -110,10 +115,17 @@ impl KeyframeStills {
             .spawn(move || {
                 let result = job.run(frame);
                 busy.store(false, Ordering::Release);
+                let failed_before = failing.swap(result.is_err(), Ordering::AcqRel);
                 match result {
                     Ok(jpeg) => {
+                        if failed_before {
+                            tracing::info!(stream = %stream, "thumbnails work again");
+                        }
                         let event = PipelineEvent::Thumbnail(jpeg);
                         let _ = output.send(PipelineOutput { generation, event });
+                    }
+                    Err(e) if failed_before => {
+                        tracing::debug!(stream = %stream, error = %e, "thumbnail failed again");
                     }
                     Err(e) => tracing::warn!(stream = %stream, error = %e, "thumbnail failed"),
                 }
