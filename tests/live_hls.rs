@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Mpd, Probe, Response, ServerConfig, TEST_ORIGIN, assert_rendition_size, check_avc_codec,
-    decode_fragment, fetch_media, get, get_ok, last_sequence, max_age, parse_master, parse_media,
-    probe_fragment, publish_ffmpeg, publish_ffmpeg_keyframes, publish_gst, raw_get, rendition_of,
-    resolve, run_bigfoot, wait_for_master, wait_until,
+    Mpd, Probe, Response, ServerConfig, TEST_ORIGIN, TestPattern, assert_rendition_size,
+    check_avc_codec, decode_fragment, fetch_media, get, get_ok, last_sequence, max_age,
+    parse_master, parse_media, probe_fragment, publish_ffmpeg, publish_ffmpeg_keyframes,
+    publish_ffmpeg_pattern, publish_gst, raw_get, rendition_of, resolve, run_bigfoot,
+    wait_for_master, wait_until,
 };
 use m3u8_rs::{AlternativeMediaType, MasterPlaylist, MediaPlaylist, VariantStream};
 
@@ -705,7 +706,7 @@ fn irregular_source_keyframes_stay_within_the_target_duration() {
     let server = ServerConfig::default()
         .ladder(r#"[{ name = "180p", height = 180, video_kbps = 300 }]"#)
         .start();
-    let pattern = common::TestPattern::video_only(14.0, 640, 360);
+    let pattern = TestPattern::video_only(14.0, 640, 360);
     let mut publisher =
         publish_ffmpeg_keyframes(&server.rtmp_url("secretkey1"), &pattern, Some(KEYFRAMES));
     wait_for_master(&server.master_url("cam1"), READY_TIMEOUT);
@@ -1072,4 +1073,42 @@ fn publisher_leaving_before_the_first_segment_answers_held_requests() {
         .chain(["audio".to_string()])
         .collect();
     assert_eq!(ids, expected, "representations of the held manifest");
+}
+
+/// Between a publisher joining and its pipeline starting (a video-only
+/// source: bigfoot first waits for a second track), playlist requests are
+/// already held for the new session; none is refused as an unknown
+/// rendition or a stream that is not live.
+#[test]
+fn requests_between_publish_and_pipeline_start_are_held() {
+    let server = ServerConfig::passthrough_only().start();
+    let urls = [
+        server.media_url("cam1", "source"),
+        server.master_url("cam1"),
+    ];
+    let mut publisher = publish_ffmpeg_pattern(
+        &server.rtmp_url("secretkey1"),
+        &TestPattern::video_only(8.0, 640, 360),
+    );
+    for url in urls {
+        let body = wait_until(&format!("200 from {url}"), READY_TIMEOUT, || {
+            let response = get(&url)?;
+            match (response.status, response.error_code().as_deref()) {
+                (200, _) => Ok(response.body),
+                // Before the publisher has joined.
+                (404, Some("STREAM_NOT_FOUND")) => anyhow::bail!("not live yet"),
+                (status, code) => {
+                    panic!("{url} answered {status} {code:?} while the stream started")
+                }
+            }
+        });
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with("#EXTM3U"), "{url}: {text}");
+    }
+    let playlist = fetch_media(&server.media_url("cam1", "source")).expect("playlist");
+    assert!(
+        !playlist.segments.is_empty(),
+        "a held playlist without segments"
+    );
+    publisher.wait_success(Duration::from_secs(30));
 }

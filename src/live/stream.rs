@@ -344,6 +344,8 @@ impl StreamTask {
             audio_rate: TrackRate::default(),
         });
         info!(peer = %peer, "publisher joined");
+        // Playback requests from now on wait for the new session's media.
+        self.publish_snapshot();
         Ok(())
     }
 
