@@ -32,7 +32,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::TranscodeError;
 use super::backend::{Backend, RungValues, build_chain};
 use super::plan::{RenditionKind, RenditionPlan, TrackSet};
-use super::stills::{KeyframeStills, thumbnail_size};
+use super::stills::{KeyframeStills, thumbnail_caps};
 use crate::package::isobmff::{InitInfo, aac_track_info, avc_track_info};
 
 /// Elements every pipeline uses whatever the backend.
@@ -242,6 +242,16 @@ pub(super) fn link_chain(elements: &[gst::Element]) -> Result<(), TranscodeError
     })
 }
 
+/// Caps of the source's H.264 as RTMP carries it: `avcC`-framed access
+/// units with the decoder configuration as `codec_data`.
+pub(super) fn avc_caps(video: &crate::ingest::avc::AvcConfig) -> gst::Caps {
+    gst::Caps::builder("video/x-h264")
+        .field("stream-format", "avc")
+        .field("alignment", "au")
+        .field("codec_data", gst::Buffer::from_slice(video.record.clone()))
+        .build()
+}
+
 /// A capsfilter that fixes raw video to I420.
 pub(super) fn i420_filter() -> Result<gst::Element, TranscodeError> {
     let filter = make("capsfilter")?;
@@ -310,12 +320,7 @@ impl Builder<'_> {
         video: &crate::ingest::avc::AvcConfig,
         renditions: &[RenditionPlan],
     ) -> Result<gst_app::AppSrc, TranscodeError> {
-        let caps = gst::Caps::builder("video/x-h264")
-            .field("stream-format", "avc")
-            .field("alignment", "au")
-            .field("codec_data", gst::Buffer::from_slice(video.record.clone()))
-            .build();
-        let src = self.appsrc(caps);
+        let src = self.appsrc(avc_caps(video));
         let parse = make("h264parse")?;
         let tee = make("tee")?;
         let src_el: gst::Element = src.clone().upcast();
@@ -415,15 +420,7 @@ impl Builder<'_> {
         gate.set_property_from_str("leaky", "downstream");
         let scale = make("videoscale")?;
         let size = make("capsfilter")?;
-        let (width, height) = thumbnail_size(video, settings.width);
-        size.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", i32::try_from(width).unwrap_or(320))
-                .field("height", i32::try_from(height).unwrap_or(180))
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        );
+        size.set_property("caps", thumbnail_caps(video, settings.width));
         let jpeg = make("jpegenc")?;
         let sink = gst_app::AppSink::builder().sync(false).build();
         sink.set_property("async", false);

@@ -24,8 +24,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::TranscodeError;
 use super::backend::{ElementSpec, build_chain};
 use super::pipeline::{
-    PipelineEvent, PipelineOutput, ThumbnailSettings, copy_out, i420_filter, link_chain, make,
-    next_due,
+    PipelineEvent, PipelineOutput, ThumbnailSettings, avc_caps, copy_out, i420_filter, link_chain,
+    make, next_due,
 };
 use crate::ingest::avc::AvcConfig;
 
@@ -64,20 +64,14 @@ impl KeyframeStills {
         stream: &str,
         output: UnboundedSender<PipelineOutput>,
     ) -> Self {
-        let (width, height) = thumbnail_size(video, settings.width);
+        let mut size = thumbnail_caps(video, settings.width);
+        if let Some(structure) = size.make_mut().structure_mut(0) {
+            structure.set("format", "I420");
+        }
         let job = StillJob {
-            caps: gst::Caps::builder("video/x-h264")
-                .field("stream-format", "avc")
-                .field("alignment", "au")
-                .field("codec_data", gst::Buffer::from_slice(video.record.clone()))
-                .build(),
+            caps: avc_caps(video),
             decode: decode.to_vec(),
-            size: gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", i32::try_from(width).unwrap_or(320))
-                .field("height", i32::try_from(height).unwrap_or(180))
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
+            size,
         };
         Self {
             job: Arc::new(job),
@@ -203,9 +197,20 @@ impl StillJob {
     }
 }
 
+/// Raw video caps of the thumbnail size, for the capsfilter after the
+/// scaler.
+pub(super) fn thumbnail_caps(video: &AvcConfig, width: u32) -> gst::Caps {
+    let (width, height) = thumbnail_size(video, width);
+    gst::Caps::builder("video/x-raw")
+        .field("width", i32::try_from(width).unwrap_or(320))
+        .field("height", i32::try_from(height).unwrap_or(180))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
+
 /// The thumbnail's even width and height: `width` at most, never wider
 /// than the source, with the source's aspect ratio.
-pub(super) fn thumbnail_size(video: &AvcConfig, width: u32) -> (u32, u32) {
+fn thumbnail_size(video: &AvcConfig, width: u32) -> (u32, u32) {
     let width = width.min(video.width.max(2)) / 2 * 2;
     let height = super::plan::scaled_width(video.height, video.width, width);
     (width, height)
